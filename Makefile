@@ -1,0 +1,39 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Both set themselves up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_SECONDS ?= 90
+PYTEST_ARGS ?=
+
+.PHONY: demo test check bench bench-e2e system-deps venv clean
+
+system-deps:
+	@scripts/setup-system.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip >/dev/null
+	@$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+venv: system-deps $(STAMP)
+
+demo: venv
+	@DEMO_SECONDS=$(DEMO_SECONDS) $(BIN)/dust-sim demo --seconds $(DEMO_SECONDS)
+
+test: venv
+	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+check: venv
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+	@$(BIN)/mypy
+
+bench: bench-e2e
+
+bench-e2e: venv
+	@$(BIN)/python bench/e2e.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install the system packages that the demo and the tests need, only when they are missing:
+# python3 (>= 3.11) with venv, mosquitto (the MQTT broker) and socat (pty pairs for RS-485 tests).
+set -euo pipefail
+
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v socat >/dev/null 2>&1 || need+=(socat)
+if ! python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+    need+=(python3)
+fi
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    need+=(python3-venv)
+fi
+[ ${#need[@]} -eq 0 ] && exit 0
+
+echo "setup: installing ${need[*]} with apt-get" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        sudo="sudo"
+    else
+        echo "setup: need root to install ${need[*]}; run as root or install them by hand" >&2
+        exit 1
+    fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Debian enables mosquitto's own system service on install; the demo and the tests start
+# their own broker on a free loopback port, so the system one is not needed.
+if [[ " ${need[*]} " == *" mosquitto "* ]] && command -v systemctl >/dev/null 2>&1; then
+    $sudo systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
+python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || {
+    echo "setup: dust-agent needs Python 3.11 or newer; this system has $(python3 --version 2>&1)" >&2
+    exit 1
+}
