@@ -26,6 +26,7 @@ test: venv
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: venv
+	@mkdir -p build/typecheck && ln -sfn ../../firmware-sim build/typecheck/firmware_sim
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy

@@ -63,7 +63,7 @@ class Broker:
     (a black-hole broker: no RST), restart() starts it again on the same port.
     """
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = False) -> None:
         self.binary = mosquitto_path()
         self.port = port or free_port()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -72,8 +72,13 @@ class Broker:
         self.conf.write_text(
             f"listener {self.port} {LOOPBACK}\n"
             "allow_anonymous true\n"
-            "persistence false\n"
-            "log_dest stderr\n"
+            + (
+                f"persistence true\npersistence_location {workdir}/\nautosave_interval 0\n"
+                "user root\n"  # no effect unless run as root; there it keeps the file writable
+                if persistence
+                else "persistence false\n"
+            )
+            + "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
             "max_queued_messages 100000\n"
         )

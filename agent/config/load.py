@@ -1,0 +1,465 @@
+"""Load, validate and resolve the agent config into an AgentConfig (profiles, rules, checks)."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+from msgspec import UNSET
+
+from agent.config.errors import ConfigError, translate
+from agent.config.schema import (
+    RawBus,
+    RawConfig,
+    RawDevice,
+    RawOverride,
+    RawPoint,
+    RawProfile,
+    RawRule,
+    RawRules,
+    RawRulesPack,
+    RawSite,
+    RawStorage,
+    RawUplink,
+)
+from agent.model import (
+    REGISTER_WIDTH,
+    AgentConfig,
+    BusSpec,
+    PointSpec,
+    SiteSpec,
+    StorageSpec,
+    ThresholdRule,
+    UplinkSpec,
+)
+
+# Sensor kinds the agent knows (DOMAIN.md); a point's kind selects its default rules.
+KNOWN_KINDS: tuple[str, ...] = (
+    "generic",
+    "hopper_temperature",
+    "inlet_temperature",
+    "outlet_temperature",
+    "differential_pressure",
+    "pulse_air_pressure",
+    "duct_velocity",
+    "fan_running",
+    "fan_current",
+    "airlock_valve",
+    "spark_count",
+    "extinguisher_fault",
+    "explosion_protection",
+    "wet_tank_level",
+    "wet_flow",
+    "wet_pressure",
+    "hydrogen",
+    "dust_concentration",
+    "co",
+    "material_temperature",
+)
+
+REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+
+_S = TypeVar("_S", bound=msgspec.Struct)
+
+
+def _fields(struct: type[msgspec.Struct]) -> list[str]:
+    return [f.name for f in msgspec.structs.fields(struct)]
+
+
+_KNOWN_KEYS: dict[str, list[str]] = {
+    "top": _fields(RawConfig),
+    "site": _fields(RawSite),
+    "bus": _fields(RawBus),
+    "device": _fields(RawDevice),
+    "point": _fields(RawPoint),
+    "override": _fields(RawOverride),
+    "rule": _fields(RawRule),
+    "rules": _fields(RawRules),
+    "uplink": _fields(RawUplink),
+    "storage": _fields(RawStorage),
+}
+
+
+def _read_toml(file: Path, what: str) -> dict[str, Any]:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(file, "", f"{what} not found") from None
+    except OSError as exc:
+        raise ConfigError(file, "", f"cannot read {what}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(file, "", f"{what} is not UTF-8 text") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "", f"not valid TOML: {exc}") from None
+
+
+def _convert(data: dict[str, Any], struct: type[_S], file: Path) -> _S:
+    try:
+        return msgspec.convert(data, struct)
+    except msgspec.ValidationError as exc:
+        raise translate(exc, file, _KNOWN_KEYS) from None
+
+
+def _resolve_path(base: Path, value: str, fallback_dir: Path | None = None) -> Path:
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return p
+    candidate = base / p
+    if not candidate.exists() and fallback_dir is not None and (fallback_dir / p).exists():
+        return fallback_dir / p
+    return candidate
+
+
+def _merge_rule(base: dict[str, Any], over: RawRule | msgspec.UnsetType) -> dict[str, Any]:
+    if isinstance(over, msgspec.UnsetType):
+        return base
+    out = dict(base)
+    for name in _fields(RawRule):
+        v = getattr(over, name)
+        if v is not UNSET:
+            out[name] = v
+    return out
+
+
+def _rule_from(merged: dict[str, Any], file: Path, path: str, what: str) -> ThresholdRule | None:
+    def level(name: str) -> float | None:
+        v = merged.get(name)
+        return None if v in (None, "off") else float(v)
+
+    rule = ThresholdRule(
+        high_alarm=level("high_alarm"),
+        high_warning=level("high_warning"),
+        low_warning=level("low_warning"),
+        low_alarm=level("low_alarm"),
+        hysteresis_pct=float(merged.get("hysteresis_pct", 2.0)),
+        on_delay=float(merged.get("on_delay", 30.0)),
+        off_delay=float(merged.get("off_delay", 60.0)),
+    )
+    for name in ("hysteresis_pct", "on_delay", "off_delay"):
+        if getattr(rule, name) < 0:
+            raise ConfigError(
+                file, path, f"{what}: {name} must not be negative (got {getattr(rule, name)})"
+            )
+    pairs = (
+        ("high_warning", "high_alarm", "the high warning must not be above the high alarm"),
+        ("low_alarm", "low_warning", "the low alarm must not be above the low warning"),
+        ("low_warning", "high_warning", "the low warning must be below the high warning"),
+    )
+    for lo, hi, text in pairs:
+        a, b = getattr(rule, lo), getattr(rule, hi)
+        if a is not None and b is not None and a > b:
+            raise ConfigError(file, path, f"{what}: {text} ({lo} = {a}, {hi} = {b})")
+    return rule if rule.enabled else None
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """The effective rule settings per sensor kind: pack, then config [rules]."""
+
+    defaults: dict[str, Any]
+    kinds: dict[str, dict[str, Any]]
+
+    def for_kind(self, kind: str) -> dict[str, Any]:
+        return self.kinds.get(kind, self.defaults)
+
+
+def _load_rules(cfg: RawConfig, cfg_file: Path) -> _Rules:
+    """defaults = pack ⊕ config; each kind = defaults ⊕ pack kind ⊕ config kind."""
+    pack_file = _resolve_path(cfg_file.parent, cfg.rules_pack, REPO_CONFIG_DIR)
+    pack = _convert(_read_toml(pack_file, "rules pack"), RawRulesPack, pack_file)
+    defaults = _merge_rule(_merge_rule({}, pack.defaults), cfg.rules.defaults)
+    for kind in pack.kinds:
+        _check_kind(kind, pack_file, f"kinds.{kind}")
+    for kind in cfg.rules.kinds:
+        _check_kind(kind, cfg_file, f"rules.kinds.{kind}")
+    kinds = {
+        kind: _merge_rule(
+            _merge_rule(defaults, pack.kinds.get(kind, UNSET)), cfg.rules.kinds.get(kind, UNSET)
+        )
+        for kind in {*pack.kinds, *cfg.rules.kinds}
+    }
+    for kind, merged in kinds.items():
+        in_cfg = kind in cfg.rules.kinds
+        _rule_from(
+            merged,
+            cfg_file if in_cfg else pack_file,
+            f"rules.kinds.{kind}" if in_cfg else f"kinds.{kind}",
+            f"sensor kind {kind}",
+        )
+    return _Rules(defaults, kinds)
+
+
+def _check_kind(kind: str, file: Path, path: str) -> None:
+    if kind not in KNOWN_KINDS:
+        hint = difflib.get_close_matches(kind, KNOWN_KINDS, n=1)
+        advice = f" (did you mean '{hint[0]}'?)" if hint else ""
+        raise ConfigError(
+            file,
+            path,
+            f"unknown sensor kind '{kind}'{advice}; known kinds: {', '.join(KNOWN_KINDS)}",
+        )
+
+
+def _load_profile(name: str, profiles_dir: Path, file: Path, path: str) -> tuple[RawProfile, Path]:
+    pfile = profiles_dir / f"{name}.toml"
+    if not pfile.is_file():
+        available = (
+            sorted(p.stem for p in profiles_dir.glob("*.toml")) if profiles_dir.is_dir() else []
+        )
+        hint = difflib.get_close_matches(name, available, n=1)
+        advice = f" (did you mean '{hint[0]}'?)" if hint else ""
+        listed = (
+            f"; available: {', '.join(available)}" if available else "; that folder has no profiles"
+        )
+        raise ConfigError(
+            file, path, f"no equipment profile '{name}' in {profiles_dir}{advice}{listed}"
+        )
+    profile = _convert(_read_toml(pfile, "equipment profile"), RawProfile, pfile)
+    if profile.name != name:
+        raise ConfigError(
+            pfile, "name", f"profile file is named '{name}' but says name = '{profile.name}'"
+        )
+    return profile, pfile
+
+
+@dataclass(frozen=True)
+class _Located:
+    point: RawPoint
+    file: Path
+    path: str  # key path of the point in `file`
+
+
+def _device_points(
+    dev: RawDevice, i: int, profiles_dir: Path, cfg_file: Path
+) -> Iterator[_Located]:
+    if not isinstance(dev.profile, msgspec.UnsetType):
+        profile, pfile = _load_profile(dev.profile, profiles_dir, cfg_file, f"devices[{i}].profile")
+        for j, p in enumerate(profile.points):
+            yield _Located(p, pfile, f"points[{j}]")
+        keys = {p.key for p in profile.points}
+        for key in dev.override:
+            if key not in keys:
+                hint = difflib.get_close_matches(key, sorted(keys), n=1)
+                advice = f" (did you mean '{hint[0]}'?)" if hint else ""
+                raise ConfigError(
+                    cfg_file,
+                    f"devices[{i}].override.{key}",
+                    f"profile '{dev.profile}' has no point '{key}'{advice}; its points: {', '.join(sorted(keys))}",
+                )
+    elif dev.override:
+        key = next(iter(dev.override))
+        raise ConfigError(
+            cfg_file, f"devices[{i}].override.{key}", "override needs a profile on the device"
+        )
+    for j, p in enumerate(dev.points):
+        yield _Located(p, cfg_file, f"devices[{i}].points[{j}]")
+
+
+def _check_point(loc: _Located) -> None:
+    p, file, path = loc.point, loc.file, loc.path
+    if not 0 <= p.address <= 65535 - REGISTER_WIDTH[p.type] + 1:
+        raise ConfigError(
+            file, f"{path}.address", f"register address {p.address} is outside 0..65535"
+        )
+    if p.scale == 0:
+        raise ConfigError(file, f"{path}.scale", "scale must not be 0 (every reading would be 0)")
+    if not p.key or not p.key.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(
+            file, f"{path}.key", f"point key '{p.key}' must be letters, digits, _ or -"
+        )
+    _check_kind(p.kind, file, f"{path}.kind")
+
+
+def _str_or(value: str | msgspec.UnsetType, default: str) -> str:
+    return default if isinstance(value, msgspec.UnsetType) else value
+
+
+def _float_or(value: float | msgspec.UnsetType, default: float) -> float:
+    return default if isinstance(value, msgspec.UnsetType) else float(value)
+
+
+def _check_buses(cfg: RawConfig, file: Path) -> None:
+    if not cfg.buses:
+        raise ConfigError(file, "buses", "no bus configured; add a [[buses]] table")
+    seen: set[str] = set()
+    for i, b in enumerate(cfg.buses):
+        if b.name in seen:
+            raise ConfigError(file, f"buses[{i}].name", f"bus name '{b.name}' is used twice")
+        seen.add(b.name)
+        if not 1 <= b.port <= 65535:
+            raise ConfigError(file, f"buses[{i}].port", f"port {b.port} is outside 1..65535")
+        if b.timeout <= 0:
+            raise ConfigError(file, f"buses[{i}].timeout", "timeout must be above 0 seconds")
+        if not 0 <= b.retries <= 5:
+            raise ConfigError(file, f"buses[{i}].retries", "retries must be between 0 and 5")
+        if b.poll_interval < 0.05:
+            raise ConfigError(
+                file, f"buses[{i}].poll_interval", "poll_interval must be at least 0.05 s"
+            )
+
+
+def _check_overlaps(points: list[tuple[PointSpec, _Located]]) -> None:
+    by_regs: dict[tuple[str, int, str], list[tuple[PointSpec, _Located]]] = {}
+    for spec, loc in points:
+        by_regs.setdefault((spec.bus, spec.unit_id, spec.table), []).append((spec, loc))
+    for (bus, unit, table), group in by_regs.items():
+        group.sort(key=lambda t: t[0].address)
+        for (a, _), (b, bloc) in zip(group, group[1:], strict=False):
+            if b.address < a.address + a.width:
+                raise ConfigError(
+                    bloc.file,
+                    bloc.path,
+                    f"point {b.device}.{b.key} ({table} registers {b.address}..{b.address + b.width - 1})"
+                    f" overlaps {a.device}.{a.key} ({table} registers {a.address}..{a.address + a.width - 1})"
+                    f" on unit {unit} of bus '{bus}'",
+                )
+
+
+def load_config(file: Path | str) -> AgentConfig:
+    """Read and validate `file`; raise ConfigError naming the file, key path and problem."""
+    cfg_file = Path(file).resolve()
+    raw = _convert(_read_toml(cfg_file, "config file"), RawConfig, cfg_file)
+    _check_buses(raw, cfg_file)
+    rules = _load_rules(raw, cfg_file)
+    profiles_dir = _resolve_path(cfg_file.parent, raw.profiles_dir, REPO_CONFIG_DIR)
+    bus_names = [b.name for b in raw.buses]
+    if not raw.devices:
+        raise ConfigError(cfg_file, "devices", "no device configured; add a [[devices]] table")
+
+    specs: list[tuple[PointSpec, _Located]] = []
+    device_names: set[str] = set()
+    codes: dict[str, str] = {}
+    for i, dev in enumerate(raw.devices):
+        if dev.name in device_names:
+            raise ConfigError(
+                cfg_file, f"devices[{i}].name", f"device name '{dev.name}' is used twice"
+            )
+        device_names.add(dev.name)
+        if dev.bus not in bus_names:
+            hint = difflib.get_close_matches(dev.bus, bus_names, n=1)
+            advice = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise ConfigError(
+                cfg_file,
+                f"devices[{i}].bus",
+                f"no bus named '{dev.bus}'{advice}; buses: {', '.join(bus_names)}",
+            )
+        if not 0 <= dev.unit <= 255:
+            raise ConfigError(
+                cfg_file, f"devices[{i}].unit", f"unit id {dev.unit} is outside 0..255"
+            )
+        keys: set[str] = set()
+        located = list(_device_points(dev, i, profiles_dir, cfg_file))
+        if not located:
+            raise ConfigError(
+                cfg_file, f"devices[{i}]", "device has no points: give it a profile or points"
+            )
+        for loc in located:
+            _check_point(loc)
+            p = loc.point
+            if p.key in keys:
+                raise ConfigError(
+                    loc.file,
+                    f"{loc.path}.key",
+                    f"point key '{p.key}' is used twice on device '{dev.name}'",
+                )
+            keys.add(p.key)
+            ov = dev.override.get(p.key, RawOverride())
+            cfg_path = loc.path if loc.file == cfg_file else f"devices[{i}]"
+            ov_path = f"devices[{i}].override.{p.key}"
+            code = _str_or(ov.code, _str_or(p.code, f"{dev.name}.{p.key}"))
+            if code in codes:
+                where = ov_path if ov.code is not UNSET else cfg_path
+                raise ConfigError(
+                    cfg_file,
+                    where,
+                    f"point code '{code}' of {dev.name}.{p.key} is already used by {codes[code]};"
+                    " point codes must be unique (set another with override.<key>.code)",
+                )
+            codes[code] = f"{dev.name}.{p.key}"
+            merged = _merge_rule(_merge_rule(rules.for_kind(p.kind), p.rule), ov.rule)
+            spec = PointSpec(
+                index=len(specs),
+                device=dev.name,
+                key=p.key,
+                code=code,
+                name_zh=_str_or(ov.name_zh, p.name_zh or p.key),
+                name_en=_str_or(ov.name_en, p.name_en or p.key),
+                bus=dev.bus,
+                unit_id=dev.unit,
+                table=p.table,
+                address=p.address,
+                type=p.type,
+                order=p.order,
+                scale=_float_or(ov.scale, p.scale),
+                offset=_float_or(ov.offset, p.offset),
+                unit=_str_or(ov.unit, p.unit),
+                kind=p.kind,
+                rule=_rule_from(
+                    merged, cfg_file, ov_path + ".rule" if ov.rule is not UNSET else cfg_path, p.key
+                ),
+            )
+            specs.append((spec, loc))
+    _check_overlaps(specs)
+
+    used = {s.bus for s, _ in specs}
+    buses = tuple(
+        BusSpec(b.name, b.type, b.host, b.port, b.timeout, b.retries, b.poll_interval)
+        for b in raw.buses
+        if b.name in used
+    )
+    site = SiteSpec(raw.site.enterprise_code, raw.site.gateway_id, raw.site.name)
+    for name in ("enterprise_code", "gateway_id"):
+        value = getattr(site, name)
+        if not value or "/" in value or "+" in value or "#" in value:
+            raise ConfigError(
+                cfg_file, f"site.{name}", f"'{value}' must be non-empty and contain no / + #"
+            )
+    up = raw.uplink
+    uplink = UplinkSpec(
+        host=up.host,
+        port=up.port,
+        topic_prefix=up.topic_prefix.strip("/"),
+        client_id=_str_or(up.client_id, f"dust-agent-{site.gateway_id}"),
+        keepalive=up.keepalive,
+        publish_timeout=up.publish_timeout,
+        max_records_per_message=up.max_records_per_message,
+    )
+    if not 1 <= up.port <= 65535:
+        raise ConfigError(cfg_file, "uplink.port", f"port {up.port} is outside 1..65535")
+    if up.max_records_per_message < 1:
+        raise ConfigError(cfg_file, "uplink.max_records_per_message", "must be at least 1")
+    return AgentConfig(
+        path=cfg_file,
+        site=site,
+        buses=buses,
+        points=tuple(s for s, _ in specs),
+        uplink=uplink,
+        storage=_storage(raw.storage, cfg_file),
+    )
+
+
+def _storage(st: RawStorage, cfg_file: Path) -> StorageSpec:
+    if isinstance(st.dir, msgspec.UnsetType):
+        directory = Path(os.environ.get("STATE_DIRECTORY", "/var/lib/dust-agent").split(":")[0])
+    else:
+        directory = _resolve_path(cfg_file.parent, st.dir).resolve()
+    if st.max_mb <= 0 or st.journal_max_mb <= 0 or st.journal_keep < 1:
+        raise ConfigError(
+            cfg_file,
+            "storage",
+            "max_mb and journal_max_mb must be above 0, journal_keep at least 1",
+        )
+    return StorageSpec(
+        dir=directory,
+        max_bytes=int(st.max_mb * 1024 * 1024),
+        journal_max_bytes=int(st.journal_max_mb * 1024 * 1024),
+        journal_keep=st.journal_keep,
+    )

@@ -1,0 +1,294 @@
+"""BusPoller + ModbusTcpSource against a real in-process pymodbus server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import struct
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import numpy as np
+import pytest
+
+from agent.model import BusSpec, DataType, Frame, PointSpec, Quality, WordOrder
+from agent.plan import compile_plan
+from agent.poller import Backoff, BusPoller
+from drivers.base import SourceLinkError, Table
+from drivers.modbus_tcp import ModbusTcpSource
+from tests.modbus_server import ModbusTestServer
+
+DEADLINE = 10.0  # generous upper bound for any condition; tests pass far sooner
+GOOD, COMM, PROTO = 0, int(Quality.COMM_FAIL), int(Quality.PROTOCOL)
+
+
+def pt(
+    index: int,
+    unit: int,
+    address: int,
+    type: DataType = "uint16",
+    order: WordOrder = "ABCD",
+    *,
+    table: Table = "holding",
+    scale: float = 1.0,
+    offset: float = 0.0,
+) -> PointSpec:
+    return PointSpec(
+        index=index,
+        device=f"dc{unit}",
+        key=f"p{index}",
+        code=f"C{index}",
+        name_zh="",
+        name_en="",
+        bus="line",
+        unit_id=unit,
+        table=table,
+        address=address,
+        type=type,
+        order=order,
+        scale=scale,
+        offset=offset,
+        unit="",
+        kind="",
+        rule=None,
+    )
+
+
+POINTS = [
+    pt(0, 1, 0, "float32"),  # unit 1 holding block 0-4
+    pt(1, 1, 2, "int16"),
+    pt(2, 1, 3, "uint32", "CDAB"),
+    pt(3, 1, 20, "float32", "DCBA"),  # unit 1 second block 20-21
+    pt(4, 1, 5, "uint16", table="input", scale=0.1, offset=-10.0),
+    pt(5, 2, 0),  # unit 2
+    pt(6, 2, 1, "int32", "BADC"),
+    pt(7, 3, 0),  # unit 3
+]
+
+
+def f32_regs(value: float, order: WordOrder = "ABCD") -> list[int]:
+    b = struct.pack(">f", value)  # bytes A B C D
+    perm = {"ABCD": b, "CDAB": b[2:] + b[:2], "BADC": b[1::-1] + b[:1:-1], "DCBA": b[::-1]}
+    wire = perm[order]
+    return [int.from_bytes(wire[0:2], "big"), int.from_bytes(wire[2:4], "big")]
+
+
+def load_values(srv: ModbusTestServer) -> None:
+    srv.set(1, "holding", 0, f32_regs(21.5))
+    srv.set(1, "holding", 2, [0xFFFE])  # int16 -2
+    srv.set(1, "holding", 3, [0x0002, 0x0001])  # CDAB: 0x0001_0002 = 65538
+    srv.set(1, "holding", 20, f32_regs(-3.25, "DCBA"))
+    srv.set(1, "input", 5, [1234])  # 123.4 - 10
+    srv.set(2, "holding", 0, [42])
+    srv.set(2, "holding", 1, [0xFFFF, 0xF6FF])  # BADC: bytes FF FF FF F6 = -10
+    srv.set(3, "holding", 0, [7])
+
+
+EXPECTED = [21.5, -2.0, 65538.0, -3.25, 113.4, 42.0, -10.0, 7.0]
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ModbusTestServer]:
+    srv = ModbusTestServer(units=(1, 2, 3))
+    load_values(srv)
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+class Frames:
+    """Collects emitted frames; tests wait on conditions over them with a deadline."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+        self._changed = asyncio.Condition()
+        self.gate = asyncio.Event()  # clear it to make the consumer stall
+        self.gate.set()
+        self.stalled = asyncio.Event()  # set when emit starts waiting on a closed gate
+
+    async def emit(self, frame: Frame) -> None:
+        if not self.gate.is_set():
+            self.stalled.set()
+            await self.gate.wait()
+        async with self._changed:
+            self.frames.append(frame)
+            self._changed.notify_all()
+
+    async def wait_for(
+        self, pred: Callable[[Frame], bool], after: int = 0, within: float = DEADLINE
+    ) -> Frame:
+        """The first frame numbered >= `after` that satisfies `pred`."""
+        async with asyncio.timeout(within), self._changed:
+            while True:
+                for f in self.frames[after:]:
+                    if pred(f):
+                        return f
+                after = max(after, len(self.frames))
+                await self._changed.wait()
+
+    async def wait_count(self, n: int, within: float = DEADLINE) -> None:
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(lambda: len(self.frames) >= n)
+
+
+@asynccontextmanager
+async def running(
+    port: int,
+    points: list[PointSpec] = POINTS,
+    *,
+    bus_timeout: float = 0.3,
+    poll: float = 0.05,
+    clock_synced: Callable[[], bool] = lambda: True,
+) -> AsyncIterator[tuple[BusPoller, Frames]]:
+    bus = BusSpec("line", "tcp", "127.0.0.1", port, bus_timeout, 0, poll)
+    (plan,) = compile_plan(points, [bus])
+    source = ModbusTcpSource("127.0.0.1", port, timeout=bus_timeout, retries=0, name="line")
+    frames = Frames()
+    poller = BusPoller(
+        plan,
+        source,
+        frames.emit,
+        clock_synced=clock_synced,
+        backoff=Backoff(base=0.05, cap=0.2, stable=1.0),
+    )
+    task = asyncio.create_task(poller.run(), name="test-poller")
+    try:
+        yield poller, frames
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not source.connected
+
+
+def q(frame: Frame) -> list[int]:
+    return [int(x) for x in frame.quality]
+
+
+def all_good(f: Frame) -> bool:
+    return not f.quality.any()
+
+
+async def test_values_decode_right(server: ModbusTestServer) -> None:
+    async with running(server.port) as (poller, frames):
+        t0 = time.time()
+        f = await frames.wait_for(all_good)
+    assert f.index.tolist() == list(range(8)) and f.bus == "line"
+    assert f.value.tolist() == pytest.approx(EXPECTED)
+    assert f.value.dtype == np.float64 and f.quality.dtype == np.uint8
+    assert np.all(np.abs(f.ts - t0) < DEADLINE)
+    assert poller.stats.reads_ok >= 4 and poller.stats.timeouts == 0
+    assert len(poller.plan.blocks) == 5
+
+
+async def test_exception_response_flags_only_that_block(
+    server: ModbusTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="agent.poller")
+    async with running(server.port) as (poller, frames):
+        await frames.wait_for(all_good)
+        server.fail(2, exception=6)  # device busy
+        n = len(frames.frames)
+        f = await frames.wait_for(lambda f: f.quality[5] != GOOD, after=n)
+        assert q(f) == [GOOD] * 5 + [PROTO, PROTO, GOOD]
+        assert math.isnan(f.value[5]) and math.isnan(f.value[6])  # the old 42 is never resent
+        assert f.value[[0, 7]].tolist() == pytest.approx([21.5, 7.0])
+        await frames.wait_count(len(frames.frames) + 3)  # several failing cycles...
+        server.clear_faults()
+        n = len(frames.frames)
+        f = await frames.wait_for(all_good, after=n)
+        assert f.value[5] == 42.0
+    assert poller.stats.protocol_errors >= 3
+    ours = [r for r in caplog.records if r.name == "agent.poller"]
+    warnings = [r for r in ours if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # ...logged once when it started
+    assert "unit 2 holding 0-2" in warnings[0].getMessage()
+    assert "exception 6 (device busy)" in warnings[0].getMessage()
+    recovered = [r for r in ours if "recovered" in r.getMessage()]
+    assert len(recovered) == 1 and recovered[0].levelno == logging.INFO
+
+
+async def test_silent_unit_gives_comm_fail_within_timeout(server: ModbusTestServer) -> None:
+    server.fail(3, silent=True)
+    timeout = 0.3
+    async with running(server.port, bus_timeout=timeout) as (poller, frames):
+        t0 = time.monotonic()
+        f = await frames.wait_for(lambda f: True)
+        elapsed = time.monotonic() - t0
+        assert q(f) == [GOOD] * 7 + [COMM]
+        assert math.isnan(f.value[7])
+        assert timeout * 0.9 <= elapsed < timeout + 2.0
+        # the silent unit does not take the shared connection down for the others
+        await frames.wait_count(4)
+        assert all(q(f) == [GOOD] * 7 + [COMM] for f in frames.frames)
+    assert poller.stats.timeouts >= 4 and poller.stats.link_errors == 0
+    assert poller.stats.overruns >= 1  # each 0.3 s cycle overruns the 0.05 s interval
+
+
+async def test_server_stop_gives_comm_fail_then_recovery(server: ModbusTestServer) -> None:
+    async with running(server.port) as (poller, frames):
+        await frames.wait_for(all_good)
+        await server.stop()
+        n = len(frames.frames)
+        await frames.wait_for(lambda f: bool(np.all(f.quality == COMM)), after=n)
+        # nothing goes silent while the link is down: frames keep coming, all NaN
+        n = len(frames.frames)
+        await frames.wait_count(n + 3)
+        down = frames.frames[n:]
+        assert all(np.all(f.quality == COMM) and np.all(np.isnan(f.value)) for f in down)
+        await server.start()  # same port
+        f = await frames.wait_for(all_good, after=len(frames.frames))
+        assert f.value.tolist() == pytest.approx(EXPECTED)
+    assert poller.stats.reconnects >= 1
+
+
+async def test_first_connect_failure_keeps_emitting(server: ModbusTestServer) -> None:
+    port = server.port
+    await server.stop()
+    async with running(port) as (poller, frames):
+        await frames.wait_count(3)
+        assert all(np.all(f.quality == COMM) for f in frames.frames)
+        await server.start()
+        await frames.wait_for(all_good, after=len(frames.frames))
+    assert poller.stats.reconnects == 0  # the first successful connect is not a reconnect
+
+
+async def test_bad_value_and_clock_flags(server: ModbusTestServer) -> None:
+    server.set(1, "holding", 0, [0x7FC0, 0x0000])  # float32 NaN from the device
+    async with running(server.port, clock_synced=lambda: False) as (_, frames):
+        f = await frames.wait_for(lambda f: True)
+    unsynced = int(Quality.CLOCK_UNSYNCED)
+    assert q(f)[0] == int(Quality.BAD_VALUE) | unsynced
+    assert q(f)[1:] == [unsynced] * 7
+
+
+async def test_slow_consumer_backpressure_counts_overruns(server: ModbusTestServer) -> None:
+    async with running(server.port, poll=0.05) as (poller, frames):
+        await frames.wait_for(all_good)
+        overruns = poller.stats.overruns
+        frames.gate.clear()
+        async with asyncio.timeout(DEADLINE):
+            await frames.stalled.wait()
+        cycles, n = poller.stats.cycles, len(frames.frames)
+        asyncio.get_running_loop().call_later(0.2, frames.gate.set)  # stuck for 4 intervals
+        await frames.wait_count(n + 1)
+        assert poller.stats.overruns > overruns
+        assert poller.stats.cycles == cycles  # no reads pile up behind a blocked emit
+
+
+async def test_connect_error_message_is_for_installers(server: ModbusTestServer) -> None:
+    port = server.port
+    await server.stop()
+    src = ModbusTcpSource("127.0.0.1", port, timeout=0.5, retries=0, name="plant")
+    with pytest.raises(SourceLinkError) as err:
+        await src.connect()
+    assert str(err.value) == (
+        f"cannot connect to Modbus TCP 127.0.0.1:{port} (bus 'plant'): connection refused"
+        " — check the address, the port and that the device is powered"
+    )
+    assert not src.connected
+    await src.close()
