@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import shutil
+import sys
 import time
 import unicodedata
 from collections.abc import Sequence
@@ -69,7 +70,7 @@ def fit(text: str, width: int) -> str:
 def _num(v: Any) -> str:
     if not isinstance(v, int | float) or math.isnan(v):
         return "—"
-    return f"{v:.6g}"
+    return f"{v:.4g}"
 
 
 def _with_unit(v: Any, unit: str) -> str:
@@ -146,7 +147,8 @@ def alarms_report(
         what = "active alarms" if active_only else "alarm transitions"
         return f"no {what}{scope} in {directory}"
     if width is None:
-        width = shutil.get_terminal_size((200, 24)).columns
+        # A terminal gets a table that fits; a pipe or a file gets every character.
+        width = shutil.get_terminal_size((200, 24)).columns if sys.stdout.isatty() else 10_000
     table = format_table([_row(r) for r in selected], width)
     noun = "active alarm" if active_only else "transition"
     plural = "" if len(selected) == 1 else "s"

@@ -12,6 +12,7 @@ import time
 from agent import __version__
 from agent.forwarder import Forwarder
 from agent.journal import Journal
+from agent.mqtt import MqttUplink
 from agent.model import AgentConfig, Frame
 from agent.outbox import Entry, Outbox
 from agent.payload import encode_alarms, encode_event, encode_telemetry
@@ -51,7 +52,13 @@ class Agent:
             )
             for plan in self.plans
         ]
-        self.forwarder = Forwarder(self.outbox, cfg)
+        self.forwarder = Forwarder(
+            self.outbox,
+            MqttUplink(cfg.uplink, cfg.site, status_topic=cfg.topic("status")),
+            cfg.site,
+            cfg.uplink,
+            topic=cfg.topic,
+        )
         self._stop = asyncio.Event()
         self.frames_processed = 0
 
