@@ -12,9 +12,11 @@ system-deps:
 	@scripts/setup-system.sh
 
 $(STAMP): pyproject.toml
+	@echo "make: setting up the Python environment in $(VENV) (log: $(VENV)/install.log)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --upgrade pip >/dev/null
-	@$(BIN)/python -m pip install -q -e '.[test]'
+	@{ $(BIN)/python -m pip install --upgrade pip && $(BIN)/python -m pip install -e '.[test]'; } \
+		> $(VENV)/install.log 2>&1 || { tail -n 30 $(VENV)/install.log; \
+		echo "make: installing the Python packages failed; see $(VENV)/install.log" >&2; exit 1; }
 	@touch $(STAMP)
 
 venv: system-deps $(STAMP)

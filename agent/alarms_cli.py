@@ -70,7 +70,7 @@ def fit(text: str, width: int) -> str:
 def _num(v: Any) -> str:
     if not isinstance(v, int | float) or math.isnan(v):
         return "—"
-    return f"{v:.4g}"
+    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.4g}"
 
 
 def _with_unit(v: Any, unit: str) -> str:

@@ -71,7 +71,8 @@ def transition_of(prev: int, new: int) -> Transition:
 
 
 def _num(v: float) -> str:
-    return f"{v:.6g}"
+    """Readable in a text: 63.15, 0.395, 1502 (the exact value is in the event's fields)."""
+    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.4g}"
 
 
 def _q(v: float, unit: str) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 import pytest
 
-from agent.forwarder import Forwarder, honour_cancel
+from agent.forwarder import Backoff, Forwarder, honour_cancel
 from agent.model import AlarmEvent, Frame, PointSpec, SiteSpec, Transition, UplinkSpec
 from agent.mqtt import MqttUplink, UplinkError
 from agent.outbox import Outbox
@@ -264,7 +264,7 @@ async def test_records_arrive_alarms_first_with_online_status(
 CHILD = """
 import asyncio, sys
 from pathlib import Path
-from agent.forwarder import Forwarder, honour_cancel
+from agent.forwarder import Backoff, Forwarder, honour_cancel
 from agent.model import SiteSpec, UplinkSpec
 from agent.mqtt import MqttUplink
 from agent.outbox import Outbox
@@ -372,3 +372,20 @@ async def test_uplink_errors_are_readable() -> None:
     await up.close(clean=True)  # safe when not connected
     with pytest.raises(UplinkError, match="not connected"):
         await up.publish(topic("telemetry"), b"{}")
+
+
+def test_backoff_grows_caps_and_resets_only_after_a_stable_session() -> None:
+    b = Backoff(base=1.0, cap=4.0, stable_after=0.0)
+    bounds = []
+    for _ in range(5):
+        bounds.append(min(b.cap, b.base * 2.0**b.attempt))
+        assert 0.0 <= b.next_delay() <= bounds[-1]
+    assert bounds == [1.0, 2.0, 4.0, 4.0, 4.0]
+    b.stable_after = 3600.0
+    b.connected()  # a short session: the next delay keeps growing from where it was
+    b.next_delay()
+    assert b.attempt == 6
+    b.stable_after = 0.0
+    b.connected()  # a session that lasted stable_after: start again from base
+    b.next_delay()
+    assert b.attempt == 1
