@@ -66,7 +66,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(
         f"site {cfg.site.enterprise_code} gateway {cfg.site.gateway_id}"
         f"{' (' + cfg.site.name + ')' if cfg.site.name else ''}; "
-        f"{len(cfg.buses)} bus(es), {len({p.device for p in cfg.points})} device(s), {len(cfg.points)} point(s)"
+        f"{len(cfg.buses)} bus(es), {len({p.device for p in cfg.points})} device(s), "
+        f"{len(cfg.points)} point(s)"
     )
     print(
         f"uplink mqtt://{cfg.uplink.host}:{cfg.uplink.port} topics {cfg.topic('<stream>')} "

@@ -1,14 +1,6 @@
 """Drains the outbox into an uplink: alarms first, batched, rows deleted only after the ack.
 
-The uplink contract (implemented by agent.mqtt.MqttUplink; later HTTP adapters):
-
-- `connect()` opens a fresh connection and announces the gateway online, or raises
-  UplinkError. It is called again after any failure; never concurrently.
-- `publish(topic, payload)` returns only after the upstream acknowledged the message, or
-  raises UplinkError (and the connection is then considered broken).
-- `close(clean=True)` announces the gateway offline and disconnects; `close(clean=False)`
-  drops the link without a goodbye (the broker then sends the last will). Never raises,
-  safe to call when not connected.
+The uplink contract is in agent.uplink (implemented by agent.mqtt.MqttUplink).
 
 Delivery is at-least-once: a batch whose ack was lost is sent again (same seq numbers).
 """
@@ -17,19 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
+from agent.backoff import Backoff
 from agent.model import SiteSpec, UplinkSpec
 from agent.outbox import Batch, Outbox
 from agent.payload import build_message
+from agent.uplink import Uplink, UplinkError
 
 log = logging.getLogger(__name__)
 
 IDLE_WAIT = 1.0  # seconds between outbox re-checks when nothing is pending
+# In the first session after start-up, records produced this little before the connection came
+# up (the first poll cycles racing the first connect) are live, not backfill. After an outage
+# everything produced before the reconnect is backfill.
+LIVE_GRACE = 5.0
 
 
 def honour_cancel() -> None:
@@ -42,46 +38,6 @@ def honour_cancel() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-class UplinkError(Exception):
-    """The upstream cannot be reached or did not acknowledge; the message says why."""
-
-
-class Uplink(Protocol):
-    @property
-    def target(self) -> str:
-        """Where it sends to, for logs (e.g. "mqtt://127.0.0.1:1883")."""
-        ...
-
-    async def connect(self) -> None: ...
-
-    async def publish(self, topic: str, payload: bytes) -> None: ...
-
-    async def close(self, *, clean: bool) -> None: ...
-
-
-class Backoff:
-    """Full-jitter exponential backoff that resets only after a session lasted stable_after s."""
-
-    def __init__(self, base: float = 0.5, cap: float = 30.0, stable_after: float = 30.0) -> None:
-        self.base, self.cap, self.stable_after = base, cap, stable_after
-        self.attempt = 0
-        self._connected_at: float | None = None
-
-    def connected(self) -> None:
-        self._connected_at = time.monotonic()
-
-    def next_delay(self) -> float:
-        if (
-            self._connected_at is not None
-            and time.monotonic() - self._connected_at >= self.stable_after
-        ):
-            self.attempt = 0
-        self._connected_at = None
-        delay = random.uniform(0.0, min(self.cap, self.base * 2.0**self.attempt))
-        self.attempt += 1
-        return delay
 
 
 @dataclass(slots=True)
@@ -131,7 +87,8 @@ class Forwarder:
                 honour_cancel()
                 if await self._connect():
                     try:
-                        await self._drain(session_start=time.time())
+                        grace = LIVE_GRACE if self.stats.connects == 1 else 0.0
+                        await self._drain(live_since=time.time() - grace)
                     except UplinkError as exc:
                         self._failed(exc)
                         self.stats.connected = False
@@ -174,21 +131,22 @@ class Forwarder:
         else:
             log.debug("uplink still down: %s", exc)
 
-    async def _drain(self, session_start: float) -> None:
+    async def _drain(self, live_since: float) -> None:
+        """Send until the link fails; rows produced before `live_since` go as backfill."""
         while True:
             honour_cancel()
             batch = await self.outbox.begin(self.spec.max_records_per_message)
             if batch is None:
                 await self.outbox.wait_for_data(IDLE_WAIT)
                 continue
-            await self._send(batch, session_start)
+            await self._send(batch, live_since)
 
-    async def _send(self, batch: Batch, session_start: float) -> None:
+    async def _send(self, batch: Batch, live_since: float) -> None:
         try:
             message = build_message(
                 self.site,
                 batch,
-                backfill=batch.oldest_ts < session_start,
+                backfill=batch.oldest_ts < live_since,
                 clock_synced=self._clock_synced(),
             )
             await self.uplink.publish(self._topic(batch.stream), message)

@@ -140,7 +140,8 @@ class AgentConfig:
         return tuple(p for p in self.points if p.bus == bus)
 
     def topic(self, stream: str) -> str:
-        return f"{self.uplink.topic_prefix}/{self.site.enterprise_code}/{self.site.gateway_id}/{stream}"
+        site = self.site
+        return f"{self.uplink.topic_prefix}/{site.enterprise_code}/{site.gateway_id}/{stream}"
 
 
 @dataclass(slots=True)
@@ -200,7 +201,7 @@ class AlarmEvent:
             "value": self.value,
             "threshold": self.threshold,
             "unit": self.unit,
-            "ts": int(round(self.ts * 1000)),
+            "ts": round(self.ts * 1000),
             "text_zh": self.text_zh,
             "text_en": self.text_en,
         }

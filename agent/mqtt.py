@@ -1,6 +1,6 @@
 """MQTT uplink over aiomqtt (the only module that imports it): QoS 1, retained status, will.
 
-Every aiomqtt/paho error is translated here, once, into agent.forwarder.UplinkError with a
+Every aiomqtt/paho error is translated here, once, into agent.uplink.UplinkError with a
 message an installer can act on ("cannot reach MQTT broker 127.0.0.1:1883: connection
 refused").
 """
@@ -16,9 +16,9 @@ import ssl
 import aiomqtt
 
 from agent import __version__
-from agent.forwarder import UplinkError
 from agent.model import SiteSpec, UplinkSpec
 from agent.payload import build_status
+from agent.uplink import UplinkError
 
 __all__ = ["MqttUplink", "UplinkError"]
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from agent.backoff import Backoff
 from agent.model import Frame, Quality
 from agent.plan import BusPlan
 from drivers.base import Source, SourceLinkError, SourceProtocolError, SourceTimeout
@@ -37,39 +37,6 @@ class PollerStats:
     reconnects: int = 0
 
 
-class Backoff:
-    """Jittered exponential delays between reconnect attempts.
-
-    The delay doubles from `base` up to `cap`, each one drawn from [d/2, d]; the sequence
-    starts over only once a connection has lasted `stable` seconds, so a link that flaps
-    (connects, then drops at once) keeps backing off instead of hammering the device.
-    """
-
-    def __init__(
-        self,
-        base: float = 0.5,
-        cap: float = 30.0,
-        stable: float = 60.0,
-        rng: Callable[[], float] = random.random,
-    ) -> None:
-        self.base, self.cap, self.stable = base, cap, stable
-        self._rng = rng
-        self._attempt = 0
-        self._connected_at: float | None = None
-
-    def connected(self, now: float) -> None:
-        self._connected_at = now
-
-    def next_delay(self, now: float) -> float:
-        """The wait before the next attempt, after a failed attempt or a lost link at `now`."""
-        if self._connected_at is not None and now - self._connected_at >= self.stable:
-            self._attempt = 0
-        self._connected_at = None
-        d = min(self.cap, self.base * 2.0 ** min(self._attempt, 60))
-        self._attempt += 1
-        return d * (0.5 + 0.5 * self._rng())
-
-
 class BusPoller:
     """Polls one bus. `run()` owns the source: it connects, reconnects, and closes it on exit.
 
@@ -92,7 +59,7 @@ class BusPoller:
         self.stats = PollerStats()
         self._emit = emit
         self._clock_synced = clock_synced
-        self._backoff = backoff or Backoff()
+        self._backoff = backoff or Backoff(0.5, 30.0, 60.0, jitter="equal")
         n_blocks = len(plan.blocks)
         self._buffer = np.zeros(plan.buffer_size, dtype=np.uint16)
         self._block_ts = np.zeros(n_blocks, dtype=np.float64)

@@ -12,8 +12,8 @@ import time
 from agent import __version__
 from agent.forwarder import Forwarder
 from agent.journal import Journal
-from agent.mqtt import MqttUplink
 from agent.model import AgentConfig, Frame
+from agent.mqtt import MqttUplink
 from agent.outbox import Entry, Outbox
 from agent.payload import encode_alarms, encode_event, encode_telemetry
 from agent.plan import BusPlan, compile_config_plan

@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return asyncio.run(serve(args))
-    from firmware_sim.demo import run_demo  # noqa: PLC0415 (demo pulls in aiomqtt)
+    from firmware_sim.demo import run_demo
 
     return run_demo(
         seconds=args.seconds,

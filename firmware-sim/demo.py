@@ -44,6 +44,7 @@ from typing import Any, TextIO
 
 import aiomqtt
 import orjson
+
 from firmware_sim.harness import LOOPBACK, Broker, HarnessError, dump_toml
 
 REPO = Path(__file__).resolve().parent.parent

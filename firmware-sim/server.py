@@ -32,11 +32,12 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from firmware_sim.plant import DRY_COLLECTOR_REGISTERS, Plant
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+from firmware_sim.plant import DRY_COLLECTOR_REGISTERS, Plant
 
 FC_READ_HOLDING = 3
 FC_READ_INPUT = 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
 import tomllib
 from collections.abc import Iterator
@@ -252,7 +253,8 @@ def _device_points(
                 raise ConfigError(
                     cfg_file,
                     f"devices[{i}].override.{key}",
-                    f"profile '{dev.profile}' has no point '{key}'{advice}; its points: {', '.join(sorted(keys))}",
+                    f"profile '{dev.profile}' has no point '{key}'{advice}; "
+                    f"its points: {', '.join(sorted(keys))}",
                 )
     elif dev.override:
         key = next(iter(dev.override))
@@ -310,30 +312,74 @@ def _check_overlaps(points: list[tuple[PointSpec, _Located]]) -> None:
     by_regs: dict[tuple[str, int, str], list[tuple[PointSpec, _Located]]] = {}
     for spec, loc in points:
         by_regs.setdefault((spec.bus, spec.unit_id, spec.table), []).append((spec, loc))
-    for (bus, unit, table), group in by_regs.items():
+    for (bus, unit, _table), group in by_regs.items():
         group.sort(key=lambda t: t[0].address)
-        for (a, _), (b, bloc) in zip(group, group[1:], strict=False):
+        for (a, _), (b, bloc) in itertools.pairwise(group):
             if b.address < a.address + a.width:
                 raise ConfigError(
                     bloc.file,
                     bloc.path,
-                    f"point {b.device}.{b.key} ({table} registers {b.address}..{b.address + b.width - 1})"
-                    f" overlaps {a.device}.{a.key} ({table} registers {a.address}..{a.address + a.width - 1})"
-                    f" on unit {unit} of bus '{bus}'",
+                    f"point {b.device}.{b.key} ({_regs(b)}) overlaps {a.device}.{a.key}"
+                    f" ({_regs(a)}) on unit {unit} of bus '{bus}'",
                 )
 
 
-def load_config(file: Path | str) -> AgentConfig:
-    """Read and validate `file`; raise ConfigError naming the file, key path and problem."""
-    cfg_file = Path(file).resolve()
-    raw = _convert(_read_toml(cfg_file, "config file"), RawConfig, cfg_file)
-    _check_buses(raw, cfg_file)
-    rules = _load_rules(raw, cfg_file)
-    profiles_dir = _resolve_path(cfg_file.parent, raw.profiles_dir, REPO_CONFIG_DIR)
-    bus_names = [b.name for b in raw.buses]
+def _regs(p: PointSpec) -> str:
+    return f"{p.table} registers {p.address}..{p.address + p.width - 1}"
+
+
+def _check_device(dev: RawDevice, i: int, bus_names: list[str], cfg_file: Path) -> None:
+    if dev.bus not in bus_names:
+        hint = difflib.get_close_matches(dev.bus, bus_names, n=1)
+        advice = f" (did you mean '{hint[0]}'?)" if hint else ""
+        raise ConfigError(
+            cfg_file,
+            f"devices[{i}].bus",
+            f"no bus named '{dev.bus}'{advice}; buses: {', '.join(bus_names)}",
+        )
+    if not 0 <= dev.unit <= 255:
+        raise ConfigError(cfg_file, f"devices[{i}].unit", f"unit id {dev.unit} is outside 0..255")
+
+
+def _resolve_point(
+    loc: _Located, dev: RawDevice, i: int, *, index: int, rules: _Rules, cfg_file: Path
+) -> PointSpec:
+    """Profile point + device override + rules → PointSpec."""
+    p = loc.point
+    ov = dev.override.get(p.key, RawOverride())
+    rule_path = (
+        f"devices[{i}].override.{p.key}.rule"
+        if ov.rule is not UNSET
+        else (loc.path if loc.file == cfg_file else f"devices[{i}]")
+    )
+    merged = _merge_rule(_merge_rule(rules.for_kind(p.kind), p.rule), ov.rule)
+    return PointSpec(
+        index=index,
+        device=dev.name,
+        key=p.key,
+        code=_str_or(ov.code, _str_or(p.code, f"{dev.name}.{p.key}")),
+        name_zh=_str_or(ov.name_zh, p.name_zh or p.key),
+        name_en=_str_or(ov.name_en, p.name_en or p.key),
+        bus=dev.bus,
+        unit_id=dev.unit,
+        table=p.table,
+        address=p.address,
+        type=p.type,
+        order=p.order,
+        scale=_float_or(ov.scale, p.scale),
+        offset=_float_or(ov.offset, p.offset),
+        unit=_str_or(ov.unit, p.unit),
+        kind=p.kind,
+        rule=_rule_from(merged, cfg_file, rule_path, p.key),
+    )
+
+
+def _resolve_points(
+    raw: RawConfig, cfg_file: Path, rules: _Rules, profiles_dir: Path
+) -> list[tuple[PointSpec, _Located]]:
     if not raw.devices:
         raise ConfigError(cfg_file, "devices", "no device configured; add a [[devices]] table")
-
+    bus_names = [b.name for b in raw.buses]
     specs: list[tuple[PointSpec, _Located]] = []
     device_names: set[str] = set()
     codes: dict[str, str] = {}
@@ -343,70 +389,45 @@ def load_config(file: Path | str) -> AgentConfig:
                 cfg_file, f"devices[{i}].name", f"device name '{dev.name}' is used twice"
             )
         device_names.add(dev.name)
-        if dev.bus not in bus_names:
-            hint = difflib.get_close_matches(dev.bus, bus_names, n=1)
-            advice = f" (did you mean '{hint[0]}'?)" if hint else ""
-            raise ConfigError(
-                cfg_file,
-                f"devices[{i}].bus",
-                f"no bus named '{dev.bus}'{advice}; buses: {', '.join(bus_names)}",
-            )
-        if not 0 <= dev.unit <= 255:
-            raise ConfigError(
-                cfg_file, f"devices[{i}].unit", f"unit id {dev.unit} is outside 0..255"
-            )
-        keys: set[str] = set()
+        _check_device(dev, i, bus_names, cfg_file)
         located = list(_device_points(dev, i, profiles_dir, cfg_file))
         if not located:
             raise ConfigError(
                 cfg_file, f"devices[{i}]", "device has no points: give it a profile or points"
             )
+        keys: set[str] = set()
         for loc in located:
             _check_point(loc)
-            p = loc.point
-            if p.key in keys:
+            if loc.point.key in keys:
                 raise ConfigError(
                     loc.file,
                     f"{loc.path}.key",
-                    f"point key '{p.key}' is used twice on device '{dev.name}'",
+                    f"point key '{loc.point.key}' is used twice on device '{dev.name}'",
                 )
-            keys.add(p.key)
-            ov = dev.override.get(p.key, RawOverride())
-            cfg_path = loc.path if loc.file == cfg_file else f"devices[{i}]"
-            ov_path = f"devices[{i}].override.{p.key}"
-            code = _str_or(ov.code, _str_or(p.code, f"{dev.name}.{p.key}"))
-            if code in codes:
-                where = ov_path if ov.code is not UNSET else cfg_path
+            keys.add(loc.point.key)
+            spec = _resolve_point(loc, dev, i, index=len(specs), rules=rules, cfg_file=cfg_file)
+            if spec.code in codes:
+                own_code = dev.override.get(spec.key, RawOverride()).code is not UNSET
                 raise ConfigError(
                     cfg_file,
-                    where,
-                    f"point code '{code}' of {dev.name}.{p.key} is already used by {codes[code]};"
-                    " point codes must be unique (set another with override.<key>.code)",
+                    f"devices[{i}].override.{spec.key}.code" if own_code else f"devices[{i}]",
+                    f"point code '{spec.code}' of {dev.name}.{spec.key} is already used by "
+                    f"{codes[spec.code]}; point codes must be unique (set another with "
+                    "override.<key>.code)",
                 )
-            codes[code] = f"{dev.name}.{p.key}"
-            merged = _merge_rule(_merge_rule(rules.for_kind(p.kind), p.rule), ov.rule)
-            spec = PointSpec(
-                index=len(specs),
-                device=dev.name,
-                key=p.key,
-                code=code,
-                name_zh=_str_or(ov.name_zh, p.name_zh or p.key),
-                name_en=_str_or(ov.name_en, p.name_en or p.key),
-                bus=dev.bus,
-                unit_id=dev.unit,
-                table=p.table,
-                address=p.address,
-                type=p.type,
-                order=p.order,
-                scale=_float_or(ov.scale, p.scale),
-                offset=_float_or(ov.offset, p.offset),
-                unit=_str_or(ov.unit, p.unit),
-                kind=p.kind,
-                rule=_rule_from(
-                    merged, cfg_file, ov_path + ".rule" if ov.rule is not UNSET else cfg_path, p.key
-                ),
-            )
+            codes[spec.code] = f"{dev.name}.{spec.key}"
             specs.append((spec, loc))
+    return specs
+
+
+def load_config(file: Path | str) -> AgentConfig:
+    """Read and validate `file`; raise ConfigError naming the file, key path and problem."""
+    cfg_file = Path(file).resolve()
+    raw = _convert(_read_toml(cfg_file, "config file"), RawConfig, cfg_file)
+    _check_buses(raw, cfg_file)
+    rules = _load_rules(raw, cfg_file)
+    profiles_dir = _resolve_path(cfg_file.parent, raw.profiles_dir, REPO_CONFIG_DIR)
+    specs = _resolve_points(raw, cfg_file, rules, profiles_dir)
     _check_overlaps(specs)
 
     used = {s.bus for s, _ in specs}

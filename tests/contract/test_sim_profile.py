@@ -10,10 +10,11 @@ from typing import Any, Literal
 
 import orjson
 import pytest
+from pymodbus.client import AsyncModbusTcpClient as Client
+
 from firmware_sim.demo import Printer, make_agent_config
 from firmware_sim.harness import dump_toml
 from firmware_sim.plant import DRY_COLLECTOR_MAP, DRY_COLLECTOR_TABLE, Plant
-from pymodbus.client import AsyncModbusTcpClient as Client
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = REPO / "config" / "profiles" / "dry_collector.toml"

@@ -19,7 +19,8 @@ import numpy as np
 import orjson
 import pytest
 
-from agent.forwarder import Backoff, Forwarder, honour_cancel
+from agent.backoff import Backoff
+from agent.forwarder import Forwarder, honour_cancel
 from agent.model import AlarmEvent, Frame, PointSpec, SiteSpec, Transition, UplinkSpec
 from agent.mqtt import MqttUplink, UplinkError
 from agent.outbox import Outbox
@@ -82,10 +83,10 @@ def make_points() -> list[PointSpec]:
 POINTS = make_points()
 
 
-def frame(k: int) -> Frame:
+def frame(k: int, age: float = 0.0) -> Frame:
     return Frame(
         index=np.arange(N_POINTS, dtype=np.intp),
-        ts=np.full(N_POINTS, time.time()),
+        ts=np.full(N_POINTS, time.time() - age),
         value=np.arange(N_POINTS, dtype=np.float64) + k,
         quality=np.zeros(N_POINTS, dtype=np.uint8),
     )
@@ -235,7 +236,8 @@ async def test_records_arrive_alarms_first_with_online_status(
     broker: Broker, outbox: Outbox
 ) -> None:
     col = Collector(broker.port)
-    await outbox.put([encode_telemetry(frame(k), POINTS) for k in range(30)])
+    # read a minute ago, before this agent's connection: backfill
+    await outbox.put([encode_telemetry(frame(k, age=60.0), POINTS) for k in range(30)])
     await outbox.put([encode_alarms([alarm("raise"), alarm("clear")])])
     async with running(col.run()):
         await asyncio.wait_for(col.ready.wait(), 10)
@@ -264,7 +266,8 @@ async def test_records_arrive_alarms_first_with_online_status(
 CHILD = """
 import asyncio, sys
 from pathlib import Path
-from agent.forwarder import Backoff, Forwarder, honour_cancel
+from agent.backoff import Backoff
+from agent.forwarder import Forwarder, honour_cancel
 from agent.model import SiteSpec, UplinkSpec
 from agent.mqtt import MqttUplink
 from agent.outbox import Outbox

@@ -13,9 +13,10 @@ from contextlib import asynccontextmanager
 import numpy as np
 import pytest
 
+from agent.backoff import Backoff
 from agent.model import BusSpec, DataType, Frame, PointSpec, Quality, WordOrder
 from agent.plan import compile_plan
-from agent.poller import Backoff, BusPoller
+from agent.poller import BusPoller
 from drivers.base import SourceLinkError, Table
 from drivers.modbus_tcp import ModbusTcpSource
 from tests.modbus_server import ModbusTestServer
@@ -153,7 +154,7 @@ async def running(
         source,
         frames.emit,
         clock_synced=clock_synced,
-        backoff=Backoff(base=0.05, cap=0.2, stable=1.0),
+        backoff=Backoff(base=0.05, cap=0.2, stable_after=1.0, jitter="equal"),
     )
     task = asyncio.create_task(poller.run(), name="test-poller")
     try:

@@ -10,10 +10,11 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from firmware_sim.plant import Plant
-from firmware_sim.server import Fault, PlantServer, parse_fault_arg, quiet_pymodbus
 from pymodbus.client import AsyncModbusTcpClient as Client
 from pymodbus.exceptions import ModbusIOException
+
+from firmware_sim.plant import Plant
+from firmware_sim.server import Fault, PlantServer, parse_fault_arg, quiet_pymodbus
 
 pytestmark = pytest.mark.integration
 

@@ -203,7 +203,7 @@ def test_event_message() -> None:
     e = encode_event("clock_jump", {"delta_s": -3600.0}, ts=1_700_000_000.0)
     assert e.stream == "event" and e.n == 1
     assert e.body == event_body("clock_jump", {"delta_s": -3600.0}, 1_700_000_000.0)
-    doc = orjson.loads(build_message(SITE, as_batch([e], 3), backfill=False))
+    doc = check(build_message(SITE, as_batch([e], 3), backfill=False), "event")
     assert doc["stream"] == "event"
     assert doc["records"] == [
         {"seq": 3, "kind": "clock_jump", "ts": 1_700_000_000_000, "data": {"delta_s": -3600.0}}

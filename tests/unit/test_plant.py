@@ -6,6 +6,7 @@ import itertools
 import math
 
 import pytest
+
 from firmware_sim.plant import (
     DRY_COLLECTOR_MAP,
     DRY_COLLECTOR_REGISTERS,
