@@ -164,7 +164,7 @@ class Frame:
 
 Level = Literal["warning", "alarm"]
 Transition = Literal["raise", "escalate", "deescalate", "clear"]
-Direction = Literal["high", "low"]
+Direction = Literal["high", "low", "none"]  # "none": kinds with no side (state, comm_loss)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,12 +185,14 @@ class AlarmEvent:
     ts: float  # source timestamp (epoch seconds of the reading that completed the transition)
     text_zh: str
     text_en: str
+    kind: str = "threshold"  # threshold; later: rate, deviation, drop, count, state, quality, comm_loss
     extra: dict[str, object] = field(default_factory=dict)
 
     def to_record(self) -> dict[str, object]:
         """The JSON-ready form used on the wire and in the journal."""
         return {
             "alarm_id": self.alarm_id,
+            "kind": self.kind,
             "point": self.point,
             "device": self.device,
             "key": self.key,
