@@ -15,6 +15,7 @@ import msgspec
 from msgspec import UNSET
 
 from agent.config.errors import ConfigError, translate
+from agent.config.rules import Rules, check_kind, load_rules, merge_rule, rule_from
 from agent.config.schema import (
     RawBus,
     RawConfig,
@@ -28,6 +29,7 @@ from agent.config.schema import (
     RawSite,
     RawStorage,
     RawUplink,
+    field_names,
 )
 from agent.model import (
     REGISTER_WIDTH,
@@ -36,32 +38,7 @@ from agent.model import (
     PointSpec,
     SiteSpec,
     StorageSpec,
-    ThresholdRule,
     UplinkSpec,
-)
-
-# Sensor kinds the agent knows (DOMAIN.md); a point's kind selects its default rules.
-KNOWN_KINDS: tuple[str, ...] = (
-    "generic",
-    "hopper_temperature",
-    "inlet_temperature",
-    "outlet_temperature",
-    "differential_pressure",
-    "pulse_air_pressure",
-    "duct_velocity",
-    "fan_running",
-    "fan_current",
-    "airlock_valve",
-    "spark_count",
-    "extinguisher_fault",
-    "explosion_protection",
-    "wet_tank_level",
-    "wet_flow",
-    "wet_pressure",
-    "hydrogen",
-    "dust_concentration",
-    "co",
-    "material_temperature",
 )
 
 REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
@@ -69,21 +46,17 @@ REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 _S = TypeVar("_S", bound=msgspec.Struct)
 
 
-def _fields(struct: type[msgspec.Struct]) -> list[str]:
-    return [f.name for f in msgspec.structs.fields(struct)]
-
-
 _KNOWN_KEYS: dict[str, list[str]] = {
-    "top": _fields(RawConfig),
-    "site": _fields(RawSite),
-    "bus": _fields(RawBus),
-    "device": _fields(RawDevice),
-    "point": _fields(RawPoint),
-    "override": _fields(RawOverride),
-    "rule": _fields(RawRule),
-    "rules": _fields(RawRules),
-    "uplink": _fields(RawUplink),
-    "storage": _fields(RawStorage),
+    "top": field_names(RawConfig),
+    "site": field_names(RawSite),
+    "bus": field_names(RawBus),
+    "device": field_names(RawDevice),
+    "point": field_names(RawPoint),
+    "override": field_names(RawOverride),
+    "rule": field_names(RawRule),
+    "rules": field_names(RawRules),
+    "uplink": field_names(RawUplink),
+    "storage": field_names(RawStorage),
 }
 
 
@@ -117,96 +90,6 @@ def _resolve_path(base: Path, value: str, fallback_dir: Path | None = None) -> P
     if not candidate.exists() and fallback_dir is not None and (fallback_dir / p).exists():
         return fallback_dir / p
     return candidate
-
-
-def _merge_rule(base: dict[str, Any], over: RawRule | msgspec.UnsetType) -> dict[str, Any]:
-    if isinstance(over, msgspec.UnsetType):
-        return base
-    out = dict(base)
-    for name in _fields(RawRule):
-        v = getattr(over, name)
-        if v is not UNSET:
-            out[name] = v
-    return out
-
-
-def _rule_from(merged: dict[str, Any], file: Path, path: str, what: str) -> ThresholdRule | None:
-    def level(name: str) -> float | None:
-        v = merged.get(name)
-        return None if v in (None, "off") else float(v)
-
-    rule = ThresholdRule(
-        high_alarm=level("high_alarm"),
-        high_warning=level("high_warning"),
-        low_warning=level("low_warning"),
-        low_alarm=level("low_alarm"),
-        hysteresis_pct=float(merged.get("hysteresis_pct", 2.0)),
-        on_delay=float(merged.get("on_delay", 30.0)),
-        off_delay=float(merged.get("off_delay", 60.0)),
-    )
-    for name in ("hysteresis_pct", "on_delay", "off_delay"):
-        if getattr(rule, name) < 0:
-            raise ConfigError(
-                file, path, f"{what}: {name} must not be negative (got {getattr(rule, name)})"
-            )
-    pairs = (
-        ("high_warning", "high_alarm", "the high warning must not be above the high alarm"),
-        ("low_alarm", "low_warning", "the low alarm must not be above the low warning"),
-        ("low_warning", "high_warning", "the low warning must be below the high warning"),
-    )
-    for lo, hi, text in pairs:
-        a, b = getattr(rule, lo), getattr(rule, hi)
-        if a is not None and b is not None and a > b:
-            raise ConfigError(file, path, f"{what}: {text} ({lo} = {a}, {hi} = {b})")
-    return rule if rule.enabled else None
-
-
-@dataclass(frozen=True)
-class _Rules:
-    """The effective rule settings per sensor kind: pack, then config [rules]."""
-
-    defaults: dict[str, Any]
-    kinds: dict[str, dict[str, Any]]
-
-    def for_kind(self, kind: str) -> dict[str, Any]:
-        return self.kinds.get(kind, self.defaults)
-
-
-def _load_rules(cfg: RawConfig, cfg_file: Path) -> _Rules:
-    """defaults = pack ⊕ config; each kind = defaults ⊕ pack kind ⊕ config kind."""
-    pack_file = _resolve_path(cfg_file.parent, cfg.rules_pack, REPO_CONFIG_DIR)
-    pack = _convert(_read_toml(pack_file, "rules pack"), RawRulesPack, pack_file)
-    defaults = _merge_rule(_merge_rule({}, pack.defaults), cfg.rules.defaults)
-    for kind in pack.kinds:
-        _check_kind(kind, pack_file, f"kinds.{kind}")
-    for kind in cfg.rules.kinds:
-        _check_kind(kind, cfg_file, f"rules.kinds.{kind}")
-    kinds = {
-        kind: _merge_rule(
-            _merge_rule(defaults, pack.kinds.get(kind, UNSET)), cfg.rules.kinds.get(kind, UNSET)
-        )
-        for kind in {*pack.kinds, *cfg.rules.kinds}
-    }
-    for kind, merged in kinds.items():
-        in_cfg = kind in cfg.rules.kinds
-        _rule_from(
-            merged,
-            cfg_file if in_cfg else pack_file,
-            f"rules.kinds.{kind}" if in_cfg else f"kinds.{kind}",
-            f"sensor kind {kind}",
-        )
-    return _Rules(defaults, kinds)
-
-
-def _check_kind(kind: str, file: Path, path: str) -> None:
-    if kind not in KNOWN_KINDS:
-        hint = difflib.get_close_matches(kind, KNOWN_KINDS, n=1)
-        advice = f" (did you mean '{hint[0]}'?)" if hint else ""
-        raise ConfigError(
-            file,
-            path,
-            f"unknown sensor kind '{kind}'{advice}; known kinds: {', '.join(KNOWN_KINDS)}",
-        )
 
 
 def _load_profile(name: str, profiles_dir: Path, file: Path, path: str) -> tuple[RawProfile, Path]:
@@ -277,7 +160,7 @@ def _check_point(loc: _Located) -> None:
         raise ConfigError(
             file, f"{path}.key", f"point key '{p.key}' must be letters, digits, _ or -"
         )
-    _check_kind(p.kind, file, f"{path}.kind")
+    check_kind(p.kind, file, f"{path}.kind")
 
 
 def _str_or(value: str | msgspec.UnsetType, default: str) -> str:
@@ -342,7 +225,7 @@ def _check_device(dev: RawDevice, i: int, bus_names: list[str], cfg_file: Path) 
 
 
 def _resolve_point(
-    loc: _Located, dev: RawDevice, i: int, *, index: int, rules: _Rules, cfg_file: Path
+    loc: _Located, dev: RawDevice, i: int, *, index: int, rules: Rules, cfg_file: Path
 ) -> PointSpec:
     """Profile point + device override + rules → PointSpec."""
     p = loc.point
@@ -352,7 +235,7 @@ def _resolve_point(
         if ov.rule is not UNSET
         else (loc.path if loc.file == cfg_file else f"devices[{i}]")
     )
-    merged = _merge_rule(_merge_rule(rules.for_kind(p.kind), p.rule), ov.rule)
+    merged = merge_rule(merge_rule(rules.for_kind(p.kind), p.rule), ov.rule)
     return PointSpec(
         index=index,
         device=dev.name,
@@ -370,12 +253,12 @@ def _resolve_point(
         offset=_float_or(ov.offset, p.offset),
         unit=_str_or(ov.unit, p.unit),
         kind=p.kind,
-        rule=_rule_from(merged, cfg_file, rule_path, p.key),
+        rule=rule_from(merged, cfg_file, rule_path, p.key),
     )
 
 
 def _resolve_points(
-    raw: RawConfig, cfg_file: Path, rules: _Rules, profiles_dir: Path
+    raw: RawConfig, cfg_file: Path, rules: Rules, profiles_dir: Path
 ) -> list[tuple[PointSpec, _Located]]:
     if not raw.devices:
         raise ConfigError(cfg_file, "devices", "no device configured; add a [[devices]] table")
@@ -425,7 +308,9 @@ def load_config(file: Path | str) -> AgentConfig:
     cfg_file = Path(file).resolve()
     raw = _convert(_read_toml(cfg_file, "config file"), RawConfig, cfg_file)
     _check_buses(raw, cfg_file)
-    rules = _load_rules(raw, cfg_file)
+    pack_file = _resolve_path(cfg_file.parent, raw.rules_pack, REPO_CONFIG_DIR)
+    pack = _convert(_read_toml(pack_file, "rules pack"), RawRulesPack, pack_file)
+    rules = load_rules(raw, cfg_file, pack_file, pack)
     profiles_dir = _resolve_path(cfg_file.parent, raw.profiles_dir, REPO_CONFIG_DIR)
     specs = _resolve_points(raw, cfg_file, rules, profiles_dir)
     _check_overlaps(specs)

@@ -126,6 +126,10 @@ class RawRulesPack(_Strict):
     kinds: dict[str, RawRule] = msgspec.field(default_factory=dict)
 
 
+def field_names(struct: type[msgspec.Struct]) -> list[str]:
+    return [f.name for f in msgspec.structs.fields(struct)]
+
+
 # The allowed values of each Literal field, for messages that list them.
 CHOICES: dict[str, tuple[str, ...]] = {
     "type": ("uint16", "int16", "uint32", "int32", "float32"),
