@@ -185,7 +185,8 @@ class AlarmEvent:
     ts: float  # source timestamp (epoch seconds of the reading that completed the transition)
     text_zh: str
     text_en: str
-    kind: str = "threshold"  # threshold; later: rate, deviation, drop, count, state, quality, comm_loss
+    # threshold; later: rate, deviation, drop, count, state, quality, comm_loss
+    kind: str = "threshold"
     extra: dict[str, object] = field(default_factory=dict)
 
     def to_record(self) -> dict[str, object]:
