@@ -12,7 +12,8 @@ import orjson
 import pytest
 from pymodbus.client import AsyncModbusTcpClient as Client
 
-from firmware_sim.demo import Printer, make_agent_config
+from firmware_sim.demo import make_agent_config
+from firmware_sim.demo_view import Printer
 from firmware_sim.harness import dump_toml
 from firmware_sim.plant import DRY_COLLECTOR_MAP, DRY_COLLECTOR_TABLE, Plant
 
