@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_SECONDS ?= 90
 PYTEST_ARGS ?=
 
-.PHONY: demo test check bench bench-e2e system-deps venv clean
+.PHONY: demo test check bench bench-e2e bench-drain bench-bus system-deps venv clean install
 
 system-deps:
 	@scripts/setup-system.sh
@@ -33,10 +33,20 @@ check: venv
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy
 
-bench: bench-e2e
+bench: bench-e2e bench-drain bench-bus
 
 bench-e2e: venv
 	@$(BIN)/python bench/e2e.py
+
+bench-drain: venv
+	@$(BIN)/python bench/drain.py
+
+bench-bus: venv
+	@$(BIN)/python bench/bus.py
+
+# Install as a systemd service on this machine (as root): docs/operations.md.
+install:
+	@systemd/install.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

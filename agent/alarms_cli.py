@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
 import shutil
@@ -13,7 +14,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agent.journal import read_journal
+import orjson
+
+from agent.journal import read_journal, verify_journal
 
 _AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -139,7 +142,8 @@ def alarms_report(
     if active_only:
         latest: dict[str, dict[str, Any]] = {}
         for r in records:  # journal order is write order: the last one wins
-            latest[str(r.get("alarm_id"))] = r
+            if r.get("transition") not in ("ack", "shelve", "unshelve"):
+                latest[str(r.get("alarm_id"))] = r
         records = [r for r in latest.values() if r.get("transition") != "clear"]
     selected = sorted((r for r in records if _ts_s(r) >= cutoff), key=_ts_s)
     scope = f" since {since}" if since is not None else ""
@@ -153,3 +157,76 @@ def alarms_report(
     noun = "active alarm" if active_only else "transition"
     plural = "" if len(selected) == 1 else "s"
     return f"{table}\n{len(selected)} {noun}{plural}{scope}"
+
+
+# --- the command: filters, --json, --verify ---------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `dust-agent alarms` beyond --since / --active."""
+    p.add_argument("--device", help="only this device (e.g. DC-1)")
+    p.add_argument("--point", help="only this point: platform code, or device.key")
+    p.add_argument("--kind", help="only this alarm kind (threshold, rate, drop, count, state, ...)")
+    p.add_argument("--json", action="store_true", help="JSON lines (the journal records) instead")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the journal's hash chain: exit 0 if no line was removed or edited, 1 if so",
+    )
+
+
+def _matches(r: dict[str, Any], args: argparse.Namespace) -> bool:
+    if args.device and r.get("device") != args.device:
+        return False
+    if args.point and args.point not in (r.get("point"), f"{r.get('device')}.{r.get('key')}"):
+        return False
+    return not (args.kind and r.get("kind", "threshold") != args.kind)
+
+
+def verify_report(directory: Path) -> tuple[int, str]:
+    v = verify_journal(directory)
+    lines = [*(f"BROKEN  {b}" for b in v.breaks), *(f"note    {n}" for n in v.notes)]
+    verdict = (
+        f"journal {directory}: {v.lines} records in {v.files} file(s), hash chain intact"
+        if v.ok
+        else f"journal {directory}: hash chain BROKEN at {len(v.breaks)} place(s) "
+        "(records were removed or edited)"
+    )
+    return (0 if v.ok else 1), "\n".join([*lines, verdict])
+
+
+def run_alarms(directory: Path, args: argparse.Namespace) -> int:
+    """`dust-agent alarms`: exit 0, 1 (--verify found a break) or 2 (bad option)."""
+    if getattr(args, "verify", False):
+        code, text = verify_report(directory)
+        print(text)
+        return code
+    try:
+        if getattr(args, "json", False) or any(
+            getattr(args, a, None) for a in ("device", "point", "kind")
+        ):
+            now = time.time()
+            cutoff = parse_since(args.since, now) if args.since is not None else -math.inf
+            records = [r for r in read_journal(directory) if _matches(r, args)]
+            if args.active:
+                latest: dict[str, dict[str, Any]] = {}
+                for r in records:
+                    if r.get("transition") not in ("ack", "shelve", "unshelve"):
+                        latest[str(r.get("alarm_id"))] = r
+                records = [r for r in latest.values() if r.get("transition") != "clear"]
+            records = sorted((r for r in records if _ts_s(r) >= cutoff), key=_ts_s)
+            if args.json:
+                sys.stdout.write("".join(orjson.dumps(r).decode() + "\n" for r in records))
+                return 0
+            if not records:
+                print(f"no matching alarm transitions in {directory}")
+                return 0
+            width = shutil.get_terminal_size((200, 24)).columns if sys.stdout.isatty() else 10_000
+            print(format_table([_row(r) for r in records], width))
+            print(f"{len(records)} transition(s)")
+            return 0
+        print(alarms_report(directory, args.since, args.active))
+    except ValueError as exc:
+        print(f"dust-agent alarms: {exc}", file=sys.stderr)
+        return 2
+    return 0

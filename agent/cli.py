@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from agent import __version__
 from agent.config import EX_CONFIG, ConfigError, load_config
@@ -18,13 +19,17 @@ log = logging.getLogger("agent")
 
 
 def _setup_logging(level: str) -> None:
-    # Under systemd, journald stamps each line itself: no duplicate timestamp.
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr
-    )
+    # Under systemd, journald stamps each line itself: no duplicate timestamp, and a <N>
+    # priority prefix per line so journalctl knows the level (agent.systemd.JournalFormatter).
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        from agent.systemd import JournalFormatter
+
+        handler.setFormatter(JournalFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(fmt))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
@@ -38,24 +43,10 @@ def _load(path: str) -> AgentConfig:
 
 def _rule_text(p: object) -> str:
     from agent.model import PointSpec
+    from agent.rules.describe import rule_text
 
     assert isinstance(p, PointSpec)
-    r = p.rule
-    if r is None:
-        return "-"
-    parts = []
-    for name, sym in (
-        ("low_alarm", "LL"),
-        ("low_warning", "L"),
-        ("high_warning", "H"),
-        ("high_alarm", "HH"),
-    ):
-        v = getattr(r, name)
-        if v is not None:
-            parts.append(f"{sym} {v:g}")
-    return (
-        f"{' '.join(parts)} (hyst {r.hysteresis_pct:g}%, on {r.on_delay:g}s, off {r.off_delay:g}s)"
-    )
+    return rule_text(p)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -96,15 +87,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_alarms(args: argparse.Namespace) -> int:
-    from agent.alarms_cli import alarms_report
+    from agent.alarms_cli import run_alarms
 
-    cfg = _load(args.config)
+    return run_alarms(_load(args.config).storage.dir / "journal", args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from agent import status_cli
+
+    state_dir, warning = status_cli.state_dir_of(Path(args.config))
+    if warning:
+        print(f"dust-agent status: {warning}", file=sys.stderr)
     try:
-        print(alarms_report(cfg.storage.dir / "journal", args.since, args.active))
-    except ValueError as exc:
-        print(f"dust-agent alarms: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        doc = status_cli.load(state_dir)
+    except (OSError, ValueError) as exc:
+        print(f"dust-agent status: {exc}", file=sys.stderr)
+        return status_cli.EXIT_NO_STATUS
+    print(status_cli.to_json(doc) if args.json else status_cli.to_table(doc))
+    return status_cli.exit_code(doc)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,10 +125,28 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(
         sub.add_parser("check", help="validate the config and print the poll plan")
     ).set_defaults(func=cmd_check)
+    from agent.scan import add_arguments as scan_arguments
+    from agent.scan import cmd_scan
+
+    scan = sub.add_parser("scan", help="list the unit ids that answer on a bus (installers)")
+    scan_arguments(scan)
+    scan.set_defaults(func=cmd_scan)
     alarms = with_config(sub.add_parser("alarms", help="print the local alarm journal"))
     alarms.add_argument("--since", help="only transitions since: 30m, 2h, 7d, or an ISO date/time")
     alarms.add_argument("--active", action="store_true", help="only alarms that are still active")
     alarms.set_defaults(func=cmd_alarms)
+    from agent.ack import add_operator_commands
+    from agent.alarms_cli import add_arguments
+
+    add_arguments(alarms)
+    add_operator_commands(sub, with_config, _load)
+    status = with_config(
+        sub.add_parser(
+            "status", help="buses, devices, alarms, outbox, uplink and clock of the agent"
+        )
+    )
+    status.add_argument("--json", action="store_true", help="the snapshot as JSON, for scripts")
+    status.set_defaults(func=cmd_status)
     return parser
 
 

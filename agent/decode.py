@@ -13,7 +13,11 @@ most significant byte of the value:
     DCBA  byte-swapped registers, low word first (fully little-endian)
 
 For the 16-bit types only the byte order matters: BADC and DCBA swap the two bytes of the
-register, ABCD and CDAB do not.
+register, ABCD and CDAB do not. For the 64-bit types the same names apply per register and
+to the register order: ABCD/BADC send the most significant register first, CDAB/DCBA the
+least significant first (all four registers reversed). uint64/int64 above 2**53 lose
+precision in the float64 value. A bit field (`bit`) takes one bit of a 16-bit register
+(after the byte order) as 0 or 1.
 
 Non-finite results (a float32 NaN or infinity from the device, or an overflow after scaling)
 are returned as they are; the caller flags them (the poller sets Quality.BAD_VALUE).
@@ -42,18 +46,21 @@ class DecodeSpec(NamedTuple):
     order: WordOrder
     scale: float = 1.0
     offset: float = 0.0
+    bit: int = -1  # >= 0: the value is this bit (0 = least significant) of the register
 
 
 @dataclass(frozen=True, slots=True)
 class _Group:
-    """Points sharing one decode path: output positions and buffer offsets, as arrays."""
+    """Points sharing one decode path: output positions and buffer offsets, as arrays.
+
+    `words[k]` holds the buffer offset of each point's k-th most significant register.
+    """
 
     type: DataType
     byte_swap: bool
-    low_word_first: bool
     out_pos: npt.NDArray[np.intp]
-    first_word: npt.NDArray[np.intp]
-    second_word: npt.NDArray[np.intp]  # the other register of 32-bit types (unused for 16-bit)
+    words: tuple[npt.NDArray[np.intp], ...]
+    shift: npt.NDArray[np.uint16] | None = None  # bit fields: the bit of each point
 
 
 class Decoder:
@@ -90,43 +97,54 @@ class Decoder:
 
 
 def _build_groups(specs: Sequence[DecodeSpec]) -> tuple[_Group, ...]:
-    keys: dict[tuple[DataType, bool, bool], list[int]] = {}
+    keys: dict[tuple[DataType, bool, bool, bool], list[int]] = {}
     for i, s in enumerate(specs):
-        wide = REGISTER_WIDTH[s.type] == 2
-        key = (s.type, s.order in _BYTE_SWAPPED, wide and s.order in _LOW_WORD_FIRST)
+        wide = REGISTER_WIDTH[s.type] > 1
+        key = (s.type, s.order in _BYTE_SWAPPED, wide and s.order in _LOW_WORD_FIRST, s.bit >= 0)
         keys.setdefault(key, []).append(i)
     groups = []
-    for (dtype, byte_swap, low_first), members in keys.items():
-        words = np.array([specs[i].word for i in members], dtype=np.intp)
-        wide = REGISTER_WIDTH[dtype] == 2
-        first, second = (words + 1, words) if low_first else (words, words + 1)
+    for (dtype, byte_swap, low_first, is_bit), members in keys.items():
+        base = np.array([specs[i].word for i in members], dtype=np.intp)
+        n = REGISTER_WIDTH[dtype]
+        order = range(n - 1, -1, -1) if low_first else range(n)  # most significant first
+        shift = np.array([specs[i].bit for i in members], dtype=np.uint16) if is_bit else None
         groups.append(
             _Group(
                 type=dtype,
                 byte_swap=byte_swap,
-                low_word_first=low_first,
                 out_pos=np.array(members, dtype=np.intp),
-                first_word=first,  # the register holding the high word
-                second_word=second if wide else words,
+                words=tuple(base + k for k in order),
+                shift=shift,
             )
         )
     return tuple(groups)
 
 
+def _word(g: _Group, buffer: npt.NDArray[np.uint16], k: int) -> npt.NDArray[np.uint16]:
+    w = buffer[g.words[k]]
+    return w.byteswap() if g.byte_swap else w
+
+
 def _decode_group(g: _Group, buffer: npt.NDArray[np.uint16]) -> npt.NDArray[np.generic]:
-    hi = buffer[g.first_word]
-    if g.byte_swap:
-        hi = hi.byteswap()
+    hi = _word(g, buffer, 0)
+    if g.shift is not None:
+        return (hi >> g.shift) & np.uint16(1)
     if g.type == "uint16":
         return hi
     if g.type == "int16":
         return hi.view(np.int16)
-    lo = buffer[g.second_word]
-    if g.byte_swap:
-        lo = lo.byteswap()
-    u32 = (hi.astype(np.uint32) << np.uint32(16)) | lo.astype(np.uint32)
-    if g.type == "uint32":
-        return u32
-    if g.type == "int32":
-        return u32.view(np.int32)
-    return u32.view(np.float32)
+    if len(g.words) == 2:
+        u32 = (hi.astype(np.uint32) << np.uint32(16)) | _word(g, buffer, 1).astype(np.uint32)
+        if g.type == "uint32":
+            return u32
+        if g.type == "int32":
+            return u32.view(np.int32)
+        return u32.view(np.float32)
+    u64 = hi.astype(np.uint64)
+    for k in (1, 2, 3):
+        u64 = (u64 << np.uint64(16)) | _word(g, buffer, k).astype(np.uint64)
+    if g.type == "uint64":
+        return u64
+    if g.type == "int64":
+        return u64.view(np.int64)
+    return u64.view(np.float64)

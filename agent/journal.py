@@ -2,14 +2,22 @@
 
 Layout in `directory`: `journal.jsonl` (current) and `journal.1.jsonl` ... `journal.<keep>.jsonl`
 (older to the right). Disk use is bounded by about (keep + 1) * max_bytes.
+
+Hash chain: every line carries `prev`, the SHA-256 (hex) of the previous line's bytes (across
+rotations; GENESIS for the very first line), so `verify_journal` shows that no line was
+removed or edited between the oldest kept line and the newest. Its limits: the oldest kept
+line's predecessor is rotated away (nothing to compare with), and cutting lines off the end
+leaves a valid shorter chain.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,6 +26,7 @@ import orjson
 from agent.model import AlarmEvent
 
 CURRENT = "journal.jsonl"
+GENESIS = "0" * 64
 _ROTATED = re.compile(r"^journal\.(\d+)\.jsonl$")
 
 
@@ -51,6 +60,7 @@ class Journal:
         directory.mkdir(parents=True, exist_ok=True)
         self._file: IO[bytes] | None = None
         self._size = 0
+        self._prev: str | None = None  # hash of the last line written
 
     def _open(self) -> IO[bytes]:
         if self._file is None:
@@ -64,6 +74,8 @@ class Journal:
             if new:
                 _fsync_dir(self.directory)
             self._file = f
+            if self._prev is None:
+                self._prev = _last_hash(self.directory)
         return self._file
 
     def append(self, events: Sequence[AlarmEvent]) -> None:
@@ -75,13 +87,16 @@ class Journal:
         for event in events:
             record = event.to_record()
             record["logged"] = logged
-            line = orjson.dumps(record) + b"\n"
+            record["prev"] = self._prev
+            body = orjson.dumps(record)
+            line = body + b"\n"
             if self._size and self._size + len(line) > self.max_bytes:
                 self._sync(f)
                 self._rotate()
                 f = self._open()
             f.write(line)
             self._size += len(line)
+            self._prev = _hash(body)
         self._sync(f)
 
     @staticmethod
@@ -157,3 +172,80 @@ def read_journal(directory: Path) -> Iterator[dict[str, Any]]:
                 continue
             if isinstance(record, dict):
                 yield record
+
+
+def _hash(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
+
+
+def _last_hash(directory: Path) -> str:
+    """Hash of the newest complete JSON line in the journal (GENESIS when there is none)."""
+    for path in reversed(journal_files(directory)):
+        try:
+            with path.open("rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 256 * 1024))
+                tail = f.read()
+        except FileNotFoundError:
+            continue
+        for line in reversed(tail.splitlines()):
+            try:
+                if isinstance(orjson.loads(line), dict):
+                    return _hash(line)
+            except orjson.JSONDecodeError:
+                continue
+    return GENESIS
+
+
+@dataclass
+class Verification:
+    """The outcome of verify_journal: `ok` unless a line was removed or edited."""
+
+    lines: int = 0
+    files: int = 0
+    breaks: list[str] = field(default_factory=list)  # chain broken: removed or edited
+    notes: list[str] = field(default_factory=list)  # torn lines, rotated-away start
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaks
+
+
+def verify_journal(directory: Path) -> Verification:
+    """Walk the chain oldest first; report every line whose `prev` is not the hash of the
+    line before it."""
+    result = Verification()
+    prev: str | None = None
+    for path in journal_files(directory):
+        result.files += 1
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        for n, line in enumerate(data.splitlines(), 1):
+            if not line.strip():
+                continue
+            where = f"{path.name} line {n}"
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                result.notes.append(f"{where}: torn line (power cut while writing), skipped")
+                continue
+            if not isinstance(record, dict):
+                result.breaks.append(f"{where}: not a journal record")
+                continue
+            result.lines += 1
+            claimed = record.get("prev")
+            if claimed is None:
+                result.notes.append(f"{where}: written before the hash chain, not verifiable")
+            elif prev is None:
+                if claimed != GENESIS:
+                    result.notes.append(
+                        f"{where}: chain starts here (older lines were rotated away)"
+                    )
+            elif claimed != prev:
+                result.breaks.append(
+                    f"{where}: does not follow the line before it (a line was removed or edited)"
+                )
+            prev = _hash(line)
+    return result

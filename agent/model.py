@@ -10,11 +10,21 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from agent.rulespec import NO_RULES, PointRules
 from drivers.base import Table
 
-DataType = Literal["uint16", "int16", "uint32", "int32", "float32"]
+DataType = Literal["uint16", "int16", "uint32", "int32", "float32", "uint64", "int64", "float64"]
 WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
-DATA_TYPES: tuple[DataType, ...] = ("uint16", "int16", "uint32", "int32", "float32")
+DATA_TYPES: tuple[DataType, ...] = (
+    "uint16",
+    "int16",
+    "uint32",
+    "int32",
+    "float32",
+    "uint64",
+    "int64",
+    "float64",
+)
 WORD_ORDERS: tuple[WordOrder, ...] = ("ABCD", "CDAB", "BADC", "DCBA")
 REGISTER_WIDTH: dict[DataType, int] = {
     "uint16": 1,
@@ -22,7 +32,12 @@ REGISTER_WIDTH: dict[DataType, int] = {
     "uint32": 2,
     "int32": 2,
     "float32": 2,
+    "uint64": 4,
+    "int64": 4,
+    "float64": 4,
 }
+BusType = Literal["tcp", "rtu", "rtu_tcp"]
+ReadMode = Literal["block", "point"]
 
 
 class Quality(enum.IntFlag):
@@ -80,9 +95,15 @@ class PointSpec:
     unit: str
     kind: str  # sensor kind, e.g. "hopper_temperature"
     rule: ThresholdRule | None
+    rules: PointRules = NO_RULES  # trend, window, state, quality and lifecycle rules
+    bit: int | None = None  # a bit (0-15) of a 16-bit register: value 0 or 1
+    read_mode: ReadMode = "block"  # "point": the device rejects multi-register reads
 
     @property
     def width(self) -> int:
+        """Registers (or bits, for coil/discrete points) the point occupies."""
+        if self.table in ("coil", "discrete"):
+            return 1
         return REGISTER_WIDTH[self.type]
 
 
@@ -96,12 +117,30 @@ class SiteSpec:
 @dataclass(frozen=True, slots=True)
 class BusSpec:
     name: str
-    type: Literal["tcp"]
-    host: str
-    port: int
-    timeout: float  # seconds per attempt
+    type: BusType
+    host: str  # tcp, rtu_tcp
+    port: int  # tcp, rtu_tcp
+    timeout: float  # seconds per attempt (on RTU: on top of the wire time at `baud`)
     retries: int
     poll_interval: float  # seconds between cycle starts
+    serial_port: str = ""  # rtu: the serial device path
+    baud: int | None = None  # rtu (required); rtu_tcp (optional: the device server's line)
+    parity: Literal["N", "E", "O"] = "N"
+    bytesize: int = 8
+    stopbits: int = 1
+    turnaround: float | None = None  # silence before each request (None: 3.5 chars on RTU)
+    late_guard: float | None = None  # silence required after a failed attempt (None: timeout)
+    quarantine_after: int = 3  # consecutive failed cycles before a device is quarantined
+    quarantine_first: float = 5.0  # first retry interval of a quarantined device (seconds)
+    quarantine_max: float = 60.0  # cap of the doubling retry interval
+
+    @property
+    def endpoint(self) -> str:
+        if self.type == "rtu":
+            frame = f"{self.bytesize}{self.parity}{self.stopbits}"
+            return f"modbus rtu {self.serial_port} {self.baud} baud {frame}"
+        kind = "rtu-over-tcp" if self.type == "rtu_tcp" else "tcp"
+        return f"modbus {kind} {self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +154,29 @@ class UplinkSpec:
     max_records_per_message: int = 1000
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+    max_bytes_per_message: int = 256 * 1024
+    max_inflight: int = 10  # messages awaiting their acknowledgement at once
+    backlog_rate: float = 10_000.0  # backlog records per second (0 = unlimited)
+    health_interval: float = 60.0  # seconds between health messages (0 = off)
+    tls: TlsSpec | None = None
+    credentials: Credentials | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSpec:
+    """MQTT over TLS: ca_file None means the system CAs; cert/key for a client certificate."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """MQTT username and password, read from secret files (agent.secrets), never the config."""
+
+    username: str
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +185,7 @@ class StorageSpec:
     max_bytes: int = 512 * 1024 * 1024
     journal_max_bytes: int = 8 * 1024 * 1024
     journal_keep: int = 5
+    sync_interval: float = 10.0  # telemetry is fsync'ed at least this often (alarms: always)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +225,9 @@ class Frame:
         return int(self.index.shape[0])
 
 
-Level = Literal["warning", "alarm"]
-Transition = Literal["raise", "escalate", "deescalate", "clear"]
+Level = Literal["warning", "alarm", "critical"]
+# ack / shelve / unshelve are operator actions (agent.ack); the level is unchanged by them.
+Transition = Literal["raise", "escalate", "deescalate", "clear", "ack", "shelve", "unshelve"]
 Direction = Literal["high", "low", "none"]  # "none": kinds with no side (state, comm_loss)
 
 
@@ -185,13 +249,15 @@ class AlarmEvent:
     ts: float  # source timestamp (epoch seconds of the reading that completed the transition)
     text_zh: str
     text_en: str
-    # threshold; later: rate, deviation, drop, count, state, quality, comm_loss
+    # threshold, rate, deviation, drop, count, state, idle, stale, frozen, range, loop, comm_loss
     kind: str = "threshold"
+    # Optional wire fields (docs/schema/alarm.schema.json): by, note, until, chattering, latched.
     extra: dict[str, object] = field(default_factory=dict)
 
     def to_record(self) -> dict[str, object]:
         """The JSON-ready form used on the wire and in the journal."""
         return {
+            **self.extra,
             "alarm_id": self.alarm_id,
             "kind": self.kind,
             "point": self.point,

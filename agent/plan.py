@@ -11,7 +11,8 @@ import numpy.typing as npt
 
 from agent.decode import Decoder, DecodeSpec
 from agent.model import AgentConfig, BusSpec, PointSpec
-from drivers.base import MAX_REGISTERS_PER_READ, Block, Table
+from drivers.base import BIT_TABLES, Block, Table, max_count
+from drivers.rtu_frame import TABLE_FC, LineTiming
 
 # Assumed figures for the cycle-time estimate printed by `dust-agent check`.
 TCP_ROUND_TRIP_S = 0.005  # one request/reply on a plant LAN, including the device's turnaround
@@ -36,6 +37,10 @@ class BusPlan:
     point_block: npt.NDArray[np.intp]
     point_keys: tuple[str, ...]  # "device.key" per point, in frame order (for logs)
     decoder: Decoder
+    # per point, in frame order: first register (or bit) address and width, for block splits
+    point_address: npt.NDArray[np.intp]
+    point_width: npt.NDArray[np.intp]
+    unit_devices: dict[int, tuple[str, ...]]  # device names per unit id on this bus
 
     @property
     def registers(self) -> int:
@@ -76,15 +81,17 @@ def compile_config_plan(cfg: AgentConfig, max_gap: int = 4) -> tuple[BusPlan, ..
 
 
 def _compile_bus(bus: BusSpec, points: list[PointSpec], max_gap: int) -> BusPlan:
-    groups: dict[tuple[int, Table], list[PointSpec]] = {}
+    groups: dict[tuple[int, Table, bool], list[PointSpec]] = {}
     for p in points:
-        groups.setdefault((p.unit_id, p.table), []).append(p)
+        groups.setdefault((p.unit_id, p.table, p.read_mode == "point"), []).append(p)
     blocks: list[Block] = []
     offsets: list[int] = []
     where: dict[int, tuple[int, int]] = {}  # point index -> (block number, word in buffer)
     size = 0
-    for (unit, table), members in sorted(groups.items()):
-        for start, count, served in _merge(members, max_gap):
+    for (unit, table, one_by_one), members in sorted(groups.items()):
+        # point mode: only points sharing registers (bit fields) share a request
+        gap = -1 if one_by_one else max_gap * (16 if table in BIT_TABLES else 1)
+        for start, count, served in _merge(members, gap, max_count(table)):
             b = len(blocks)
             blocks.append(Block(unit_id=unit, table=table, address=start, count=count))
             offsets.append(size)
@@ -92,7 +99,20 @@ def _compile_bus(bus: BusSpec, points: list[PointSpec], max_gap: int) -> BusPlan
                 where[p.index] = (b, size + p.address - start)
             size += count
     ordered = sorted(points, key=lambda p: p.index)
-    specs = [DecodeSpec(where[p.index][1], p.type, p.order, p.scale, p.offset) for p in ordered]
+    specs = [
+        DecodeSpec(
+            where[p.index][1],
+            "uint16" if p.table in BIT_TABLES else p.type,
+            p.order,
+            p.scale,
+            p.offset,
+            -1 if p.bit is None else p.bit,
+        )
+        for p in ordered
+    ]
+    devices: dict[int, set[str]] = {}
+    for p in ordered:
+        devices.setdefault(p.unit_id, set()).add(p.device)
     return BusPlan(
         bus=bus,
         blocks=tuple(blocks),
@@ -102,21 +122,22 @@ def _compile_bus(bus: BusSpec, points: list[PointSpec], max_gap: int) -> BusPlan
         point_block=_frozen(np.array([where[p.index][0] for p in ordered], dtype=np.intp)),
         point_keys=tuple(f"{p.device}.{p.key}" for p in ordered),
         decoder=Decoder(specs),
+        point_address=_frozen(np.array([p.address for p in ordered], dtype=np.intp)),
+        point_width=_frozen(np.array([p.width for p in ordered], dtype=np.intp)),
+        unit_devices={u: tuple(sorted(d)) for u, d in sorted(devices.items())},
     )
 
 
-def _merge(members: list[PointSpec], max_gap: int) -> list[tuple[int, int, list[PointSpec]]]:
+def _merge(
+    members: list[PointSpec], max_gap: int, limit: int
+) -> list[tuple[int, int, list[PointSpec]]]:
     """Greedy merge of one (unit, table) group into (start, count, points) runs."""
     runs: list[tuple[int, int, list[PointSpec]]] = []
     start = end = 0  # end is exclusive
     served: list[PointSpec] = []
     for p in sorted(members, key=lambda p: (p.address, -p.width)):
         p_end = p.address + p.width
-        if (
-            served
-            and p.address - end <= max_gap
-            and max(end, p_end) - start <= (MAX_REGISTERS_PER_READ)
-        ):
+        if served and p.address - end <= max_gap and max(end, p_end) - start <= limit:
             end = max(end, p_end)
             served.append(p)
             continue
@@ -133,9 +154,32 @@ def _frozen(a: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
     return a
 
 
+def line_timing(bus: BusSpec) -> LineTiming | None:
+    """The serial line's timing (rtu, and rtu_tcp when its baud is given)."""
+    if bus.type == "tcp" or bus.baud is None:
+        return None
+    return LineTiming(bus.baud, bus.bytesize, bus.parity, bus.stopbits)
+
+
+def request_s(bus: BusSpec, block: Block) -> float:
+    """Estimated time of one healthy request on `bus`.
+
+    On a serial line: request and reply wire time at the baud plus two 3.5-character gaps
+    (the turnaround, if longer, replaces one); RTU over TCP adds a LAN round trip.
+    """
+    timing = line_timing(bus)
+    if timing is None:
+        return TCP_ROUND_TRIP_S
+    t = timing.transaction_s(TABLE_FC[block.table], block.count)
+    if bus.turnaround is not None and bus.turnaround > timing.gap_s:
+        t += bus.turnaround - timing.gap_s
+    return t + (TCP_ROUND_TRIP_S if bus.type == "rtu_tcp" else 0.0)
+
+
 def estimate_cycle_s(plan: BusPlan) -> float:
-    """Estimated time of one healthy cycle: an assumed round trip per request plus decode."""
-    return len(plan.blocks) * TCP_ROUND_TRIP_S + len(plan.point_index) * DECODE_PER_POINT_S
+    """Estimated time of one healthy cycle: every request (see request_s) plus decode."""
+    reqs = sum(request_s(plan.bus, b) for b in plan.blocks)
+    return reqs + len(plan.point_index) * DECODE_PER_POINT_S
 
 
 def worst_cycle_s(plan: BusPlan) -> float:
@@ -160,7 +204,7 @@ def format_plan(plans: Sequence[BusPlan], points: Sequence[PointSpec]) -> str:
 def _format_bus(plan: BusPlan, by_index: dict[int, PointSpec]) -> list[str]:
     bus = plan.bus
     lines = [
-        f"bus {bus.name!r}: modbus {bus.type} {bus.host}:{bus.port}, "
+        f"bus {bus.name!r}: {bus.endpoint}, "
         f"poll every {bus.poll_interval:g} s, timeout {bus.timeout:g} s, retries {bus.retries}"
     ]
     if not plan.blocks:
@@ -182,9 +226,15 @@ def _format_bus(plan: BusPlan, by_index: dict[int, PointSpec]) -> list[str]:
         f"  per cycle: {len(plan.blocks)} requests, {plan.buffer_size} registers, "
         f"{len(plan.point_index)} points"
     )
+    timing = line_timing(bus)
+    how = (
+        f"wire time at {timing.baud} baud, {timing.char_s * 1000:.3f} ms a character, "
+        f"3.5-character gaps of {timing.gap_s * 1000:.2f} ms"
+        if timing
+        else f"~{TCP_ROUND_TRIP_S * 1000:g} ms assumed round trip per request"
+    )
     lines.append(
-        f"  estimated cycle time: ~{est * 1000:.0f} ms (estimate: {len(plan.blocks)} requests x "
-        f"~{TCP_ROUND_TRIP_S * 1000:g} ms assumed round trip + decode)"
+        f"  estimated cycle time: ~{est * 1000:.0f} ms ({len(plan.blocks)} requests; {how})"
     )
     lines.append(
         f"  worst case if no device answers: {worst_cycle_s(plan):g} s "
@@ -192,7 +242,8 @@ def _format_bus(plan: BusPlan, by_index: dict[int, PointSpec]) -> list[str]:
     )
     if est > bus.poll_interval:
         lines.append(
-            f"  WARNING: estimated cycle time exceeds the poll interval ({bus.poll_interval:g} s): "
-            "cycles will overrun; raise poll_interval or split the bus"
+            f"  WARNING: poll_interval {bus.poll_interval:g} s is shorter than the line can "
+            f"carry (~{est:.3g} s a cycle): cycles will overrun; raise poll_interval, "
+            "raise the baud or split the devices over more lines"
         )
     return lines

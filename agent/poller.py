@@ -10,11 +10,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from agent.backoff import Backoff
 from agent.model import Frame, Quality
 from agent.plan import BusPlan
-from drivers.base import Source, SourceLinkError, SourceProtocolError, SourceTimeout
+from agent.quarantine import DeviceHealth
+from drivers.base import (
+    Block,
+    RawBlock,
+    Source,
+    SourceError,
+    SourceFrameError,
+    SourceLinkError,
+    SourceProtocolError,
+    SourceTimeout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +33,7 @@ _COMM_FAIL = np.uint8(Quality.COMM_FAIL)
 _PROTOCOL = np.uint8(Quality.PROTOCOL)
 _BAD_VALUE = np.uint8(Quality.BAD_VALUE)
 _UNSYNCED = np.uint8(Quality.CLOCK_UNSYNCED)
+ILLEGAL_ADDRESS = 2  # Modbus exception code
 
 
 @dataclass(slots=True)
@@ -33,14 +45,39 @@ class PollerStats:
     timeouts: int = 0
     protocol_errors: int = 0
     link_errors: int = 0
+    frame_errors: int = 0  # bytes came back but no valid reply (RTU: CRC, noise)
     overruns: int = 0
     reconnects: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceChange:
+    """A unit on a bus stopped answering (quarantined) or answers again."""
+
+    bus: str
+    unit: int
+    devices: tuple[str, ...]  # config device names on that unit
+    lost: bool
+    ts: float  # wall clock of the transition
+    reason: str
+
+
+@dataclass(slots=True)
+class _ReadOp:
+    """One request of the cycle: its block, where it lands in the buffer, the points it serves."""
+
+    block: Block
+    offset: int
+    pos: npt.NDArray[np.intp]  # frame positions of its points
 
 
 class BusPoller:
     """Polls one bus. `run()` owns the source: it connects, reconnects, and closes it on exit.
 
     Every cycle emits exactly one Frame covering all the plan's points, whatever failed.
+    Dead units are quarantined (agent.quarantine) and reported through `on_device`; a block
+    that gets an illegal-address exception is bisected once to find the offending points,
+    which are marked bad (quality PROTOCOL, no longer read) while the rest is read as before.
     """
 
     def __init__(
@@ -51,20 +88,29 @@ class BusPoller:
         *,
         clock_synced: Callable[[], bool] = lambda: True,
         backoff: Backoff | None = None,
+        on_device: Callable[[DeviceChange], None] | None = None,
     ) -> None:
-        if plan.bus.poll_interval <= 0:
-            raise ValueError(f"bus {plan.bus.name!r}: poll_interval must be > 0")
+        bus = plan.bus
+        if bus.poll_interval <= 0:
+            raise ValueError(f"bus {bus.name!r}: poll_interval must be > 0")
         self.plan = plan
         self.source = source
         self.stats = PollerStats()
         self._emit = emit
         self._clock_synced = clock_synced
+        self._on_device = on_device
         self._backoff = backoff or Backoff(0.5, 30.0, 60.0, jitter="equal")
-        n_blocks = len(plan.blocks)
+        self.health = DeviceHealth(bus.quarantine_after, bus.quarantine_first, bus.quarantine_max)
+        n = len(plan.point_index)
         self._buffer = np.zeros(plan.buffer_size, dtype=np.uint16)
-        self._block_ts = np.zeros(n_blocks, dtype=np.float64)
-        self._block_q = np.zeros(n_blocks, dtype=np.uint8)
-        self._failing: list[int] = [0] * n_blocks  # consecutive failed cycles per block
+        self._q = np.full(n, _COMM_FAIL, dtype=np.uint8)
+        self._ts = np.zeros(n, dtype=np.float64)
+        self._bad = np.zeros(n, dtype=bool)  # illegal address: no longer read
+        self._ops = [
+            _ReadOp(blk, plan.block_offsets[b], np.flatnonzero(plan.point_block == b))
+            for b, blk in enumerate(plan.blocks)
+        ]
+        self._failing: dict[Block, int] = {}  # consecutive failed cycles per request
         self._next_connect = 0.0  # monotonic time of the next (re)connect attempt
         self._link_down_since: float | None = None  # monotonic, while the link is down
         self._ever_connected = False
@@ -86,47 +132,160 @@ class BusPoller:
             await self.source.close()
 
     async def poll_once(self) -> Frame:
-        """One cycle: (re)connect if due, read every block, decode, emit the frame."""
-        plan = self.plan
+        """One cycle: (re)connect if due, read every due request, decode, emit the frame."""
         if not self.source.connected:
             await self._try_connect()
-        for b, block in enumerate(plan.blocks):
+        self._q[self._bad] = _PROTOCOL
+        self._ts[self._bad] = time.time()
+        link_failed: set[int] = set()
+        for op in list(self._ops):
+            unit = op.block.unit_id
             if not self.source.connected:
-                self._block_q[b:] = _COMM_FAIL
-                self._block_ts[b:] = time.time()
-                break
-            t_try = time.time()
-            try:
-                raw = await self.source.read(block)
-            except SourceTimeout as exc:
-                self.stats.timeouts += 1
-                self._block_failed(b, _COMM_FAIL, t_try, str(exc))
-            except SourceProtocolError as exc:
-                self.stats.protocol_errors += 1
-                self._block_failed(b, _PROTOCOL, t_try, str(exc))
-            except SourceLinkError as exc:
-                self.stats.link_errors += 1
-                self._block_q[b] = _COMM_FAIL
-                self._block_ts[b] = t_try
-                await self._link_lost(str(exc))
-            else:
-                off = plan.block_offsets[b]
-                self._buffer[off : off + block.count] = raw.registers
-                self._block_ts[b] = raw.t_wall
-                self._block_q[b] = 0
-                self.stats.reads_ok += 1
-                if self._failing[b]:
-                    self._block_recovered(b)
+                self._mark(op, _COMM_FAIL, time.time())
+                link_failed.add(unit)
+                continue
+            if self.health.skip(unit, time.monotonic()):
+                self._mark(op, _COMM_FAIL, time.time())
+                continue
+            await self._read(op)
+        now = time.monotonic()
+        for unit in sorted(link_failed):  # a line that stays down quarantines its devices too
+            if not self.health.quarantined(unit):
+                self._changed(unit, self.health.failed(unit, now), "the line is down")
         frame = self._build_frame()
         self.stats.cycles += 1
         await self._emit(frame)
         return frame
 
+    async def _read(self, op: _ReadOp) -> None:
+        unit = op.block.unit_id
+        t_try = time.time()
+        try:
+            raw = await self.source.read(op.block)
+        except (SourceTimeout, SourceFrameError) as exc:
+            if isinstance(exc, SourceTimeout):
+                self.stats.timeouts += 1
+            else:
+                self.stats.frame_errors += 1
+            self._mark(op, _COMM_FAIL, t_try)
+            self._changed(unit, self.health.failed(unit, time.monotonic()), str(exc))
+        except SourceProtocolError as exc:
+            self.stats.protocol_errors += 1
+            self._changed(unit, self.health.answered(unit), "")
+            if exc.code == ILLEGAL_ADDRESS:
+                await self._split(op, t_try)
+            else:
+                self._mark(op, _PROTOCOL, t_try)
+                self._op_failed(op, str(exc))
+        except SourceLinkError as exc:
+            self.stats.link_errors += 1
+            self._mark(op, _COMM_FAIL, t_try)
+            await self._link_lost(str(exc))
+        else:
+            self._store(op, raw)
+            self._changed(unit, self.health.answered(unit), "")
+            if self._failing.get(op.block):
+                self._op_recovered(op)
+
+    def _store(self, op: _ReadOp, raw: RawBlock) -> None:
+        self._buffer[op.offset : op.offset + op.block.count] = raw.registers
+        self._mark(op, np.uint8(0), raw.t_wall)
+        self.stats.reads_ok += 1
+
+    def _mark(self, op: _ReadOp, q: np.uint8, t: float) -> None:
+        self._q[op.pos] = q
+        self._ts[op.pos] = t
+
+    def _sub_op(self, parent: _ReadOp, pos: npt.NDArray[np.intp]) -> _ReadOp:
+        addr = self.plan.point_address[pos]
+        first = int(addr.min())
+        count = int((addr + self.plan.point_width[pos]).max()) - first
+        blk = parent.block
+        return _ReadOp(
+            Block(blk.unit_id, blk.table, first, count),
+            parent.offset + first - blk.address,
+            pos,
+        )
+
+    async def _split(self, op: _ReadOp, t_try: float) -> None:
+        """Bisect a block that got "illegal data address" down to the offending points."""
+        good: list[_ReadOp] = []
+        bad: list[int] = []
+        pending = [op.pos]
+        while pending:
+            pos = pending.pop()
+            sub = op if pos is op.pos else self._sub_op(op, pos)
+            if sub is not op:
+                try:
+                    raw = await self.source.read(sub.block)
+                except SourceProtocolError as exc:
+                    if exc.code != ILLEGAL_ADDRESS:
+                        self._mark(sub, _PROTOCOL, t_try)
+                        good.append(sub)
+                        continue
+                except SourceError:  # not decidable now: keep it as one request
+                    self._mark(sub, _COMM_FAIL, t_try)
+                    good.append(sub)
+                    continue
+                else:
+                    self._store(sub, raw)
+                    good.append(sub)
+                    continue
+            addrs = np.unique(self.plan.point_address[pos])
+            if len(addrs) == 1:  # one register (several bit fields share it)
+                bad.extend(int(i) for i in pos)
+                continue
+            mid = addrs[len(addrs) // 2]
+            left = pos[self.plan.point_address[pos] < mid]
+            right = pos[self.plan.point_address[pos] >= mid]
+            pending += [right, left]
+        i = self._ops.index(op)
+        self._ops[i : i + 1] = sorted(good, key=lambda o: o.block.address)
+        bad_pos = np.array(bad, dtype=np.intp)
+        self._bad[bad_pos] = True
+        self._q[bad_pos] = _PROTOCOL
+        self._ts[bad_pos] = t_try
+        names = ", ".join(
+            f"{self.plan.point_keys[i]} ({op.block.table} {int(self.plan.point_address[i])})"
+            for i in sorted(bad)
+        )
+        log.warning(
+            "bus %r %s: illegal data address; point(s) %s marked bad and no longer read "
+            "(check table and address in the register map); the other %d point(s) are "
+            "read in %d request(s)",
+            self.plan.bus.name,
+            op.block.label,
+            names or "(none: only the gap registers)",
+            len(op.pos) - len(bad),
+            len(good),
+        )
+
+    def _changed(self, unit: int, change: str | None, reason: str) -> None:
+        if change is None:
+            return
+        devices = self.plan.unit_devices.get(unit, ())
+        bus = self.plan.bus
+        lost = change == "lost"
+        if lost:
+            log.warning(
+                "bus %r unit %d (%s) not answering, quarantined (retried every %g..%g s): %s",
+                bus.name,
+                unit,
+                ", ".join(devices),
+                bus.quarantine_first,
+                bus.quarantine_max,
+                reason,
+            )
+        else:
+            log.info("bus %r unit %d (%s) answers again", bus.name, unit, ", ".join(devices))
+        if self._on_device is not None:
+            self._on_device(DeviceChange(bus.name, unit, devices, lost, time.time(), reason))
+
     def _build_frame(self) -> Frame:
         plan = self.plan
         value = plan.decoder.decode(self._buffer)
-        quality = self._block_q[plan.point_block]
-        ts = self._block_ts[plan.point_block]
+        quality = self._q.copy()
+        ts = self._ts.copy()
         failed = quality != 0
         value[failed] = np.nan  # never pass on a stale register for a failed block
         quality[~failed & ~np.isfinite(value)] = _BAD_VALUE
@@ -151,6 +310,7 @@ class BusPoller:
             return
         now = time.monotonic()
         self._backoff.connected(now)
+        self.health.probe_all_now(now)
         if self._ever_connected:
             self.stats.reconnects += 1
         if self._link_down_since is not None:
@@ -170,27 +330,29 @@ class BusPoller:
             self._link_down_since = now
             log.warning("bus %r: %s; reconnecting", self.plan.bus.name, reason)
 
-    def _block_failed(self, b: int, q: np.uint8, t_try: float, reason: str) -> None:
-        self._block_q[b] = q
-        self._block_ts[b] = t_try
-        self._failing[b] += 1
-        if self._failing[b] == 1:
+    def _op_failed(self, op: _ReadOp, reason: str) -> None:
+        n = self._failing[op.block] = self._failing.get(op.block, 0) + 1
+        if n == 1:
+            keys = tuple(self.plan.point_keys[int(i)] for i in op.pos)
             log.warning(
                 "bus %r %s (%s) failing: %s",
                 self.plan.bus.name,
-                self.plan.block_label(b),
-                _short(self.plan.block_points(b)),
+                _label(op.block),
+                _short(keys),
                 reason,
             )
 
-    def _block_recovered(self, b: int) -> None:
+    def _op_recovered(self, op: _ReadOp) -> None:
         log.info(
             "bus %r %s recovered after %d failed cycles",
             self.plan.bus.name,
-            self.plan.block_label(b),
-            self._failing[b],
+            _label(op.block),
+            self._failing.pop(op.block),
         )
-        self._failing[b] = 0
+
+
+def _label(blk: Block) -> str:
+    return f"unit {blk.unit_id} {blk.table} {blk.address}-{blk.address + blk.count - 1}"
 
 
 def _short(keys: tuple[str, ...], n: int = 4) -> str:

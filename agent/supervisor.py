@@ -10,16 +10,24 @@ import signal
 import time
 
 from agent import __version__
+from agent.ack import AlarmOps
+from agent.clock import ClockMonitor
+from agent.comm import CommAlarms
 from agent.forwarder import Forwarder
+from agent.guard import StoreGuard
+from agent.health import Health
 from agent.journal import Journal
 from agent.model import AgentConfig, Frame
 from agent.mqtt import MqttUplink
+from agent.ops import Ops
 from agent.outbox import Entry, Outbox
 from agent.payload import encode_alarms, encode_event, encode_telemetry
 from agent.plan import BusPlan, compile_config_plan
 from agent.poller import BusPoller
+from agent.reload import reload_config
 from agent.rules import RuleEngine
-from drivers.modbus_tcp import ModbusTcpSource
+from agent.systemd import sd_notify
+from drivers.registry import make_source
 
 log = logging.getLogger(__name__)
 
@@ -33,40 +41,97 @@ class Agent:
         self.cfg = cfg
         self.plans: tuple[BusPlan, ...] = compile_config_plan(cfg)
         self.engine = RuleEngine(cfg.points)
-        self.outbox = Outbox(cfg.storage.dir / "outbox.db", cfg.storage.max_bytes)
+        self.alarm_ops = AlarmOps(cfg.storage.dir, lambda: self.engine)  # ack, restart state
+        self.outbox = Outbox(
+            cfg.storage.dir / "outbox.db",
+            cfg.storage.max_bytes,
+            sync_interval=cfg.storage.sync_interval,
+        )
+        self.store = StoreGuard(self.outbox)  # survives a full or read-only disk
         self.journal = Journal(
             cfg.storage.dir / "journal", cfg.storage.journal_max_bytes, cfg.storage.journal_keep
         )
         self.frames: asyncio.Queue[Frame] = asyncio.Queue(FRAME_QUEUE_SIZE)
-        self.pollers = [
+        self.clock = ClockMonitor()
+        self.comm = CommAlarms()  # comm_loss alarms from the pollers (device quarantine)
+        self.pollers = self._make_pollers()
+        self.forwarder = self._make_forwarder()
+        self.ops = Ops(self, self.clock)
+        self.health = Health(cfg, self.outbox, self.forwarder, self.store, self.ops.status)
+        self._stop = asyncio.Event()
+        self.frames_processed = 0
+        self._tg: asyncio.TaskGroup | None = None
+        self._poll_tasks: list[asyncio.Task[None]] = []
+        self._fwd_task: asyncio.Task[None] | None = None
+        self._reload_lock = asyncio.Lock()
+
+    def _make_pollers(self) -> list[BusPoller]:
+        return [
             BusPoller(
                 plan,
-                ModbusTcpSource(
-                    plan.bus.host,
-                    plan.bus.port,
-                    timeout=plan.bus.timeout,
-                    retries=plan.bus.retries,
-                    name=plan.bus.name,
-                ),
+                make_source(plan.bus),
                 self.frames.put,
+                clock_synced=self.clock.synced,
+                on_device=self.comm.note,
             )
             for plan in self.plans
         ]
-        self.forwarder = Forwarder(
+
+    def _make_forwarder(self) -> Forwarder:
+        cfg = self.cfg
+        return Forwarder(
             self.outbox,
             MqttUplink(cfg.uplink, cfg.site, status_topic=cfg.topic("status")),
             cfg.site,
             cfg.uplink,
             topic=cfg.topic,
+            clock_synced=self.clock.synced,
         )
-        self._stop = asyncio.Event()
-        self.frames_processed = 0
+
+    def start_pollers(self) -> None:
+        """(Re)create the pollers for self.plans and start them in the running TaskGroup."""
+        assert self._tg is not None, "start_pollers() outside run()"
+        self.pollers = self._make_pollers()
+        self._poll_tasks = [
+            self._tg.create_task(p.run(), name=f"bus:{p.plan.bus.name}") for p in self.pollers
+        ]
+
+    async def stop_pollers(self) -> None:
+        """Stop reading, then wait until every frame already read is stored."""
+        for t in self._poll_tasks:
+            t.cancel()
+        await asyncio.gather(*self._poll_tasks, return_exceptions=True)
+        await self.frames.join()
+
+    async def restart_forwarder(self) -> None:
+        """Replace the forwarder (new uplink settings) over the same outbox."""
+        assert self._tg is not None, "restart_forwarder() outside run()"
+        if self._fwd_task is not None:
+            self._fwd_task.cancel()
+            await asyncio.gather(self._fwd_task, return_exceptions=True)
+        self.forwarder = self._make_forwarder()
+        self.health.forwarder = self.forwarder  # health reports the uplink that now runs
+        self._fwd_task = self._tg.create_task(self.forwarder.run(), name="uplink")
+
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the config (agent.reload); reloads never overlap."""
+        tg = self._tg
+        if tg is None or self._stop.is_set():
+            return
+
+        async def _reload() -> None:
+            async with self._reload_lock:
+                if not self._stop.is_set():
+                    await reload_config(self)
+
+        tg.create_task(_reload(), name="reload")
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> None:
         self.cfg.storage.dir.mkdir(parents=True, exist_ok=True)
+        self.alarm_ops.restore()
         await self.outbox.open()
         try:
             await self.outbox.put(
@@ -77,40 +142,47 @@ class Agent:
                 ]
             )
             async with asyncio.TaskGroup() as tg:
-                poll_tasks = [
+                self._tg = tg
+                self._poll_tasks = [
                     tg.create_task(p.run(), name=f"bus:{p.plan.bus.name}") for p in self.pollers
                 ]
                 rules_task = tg.create_task(self._process(), name="rules")
-                fwd_task = tg.create_task(self.forwarder.run(), name="uplink")
+                self._fwd_task = tg.create_task(self.forwarder.run(), name="uplink")
+                self.ops.start(tg)
+                health_task = tg.create_task(self.health.run(), name="health")
                 stop_task = tg.create_task(self._stop.wait(), name="stop")
                 await stop_task
-                # Order matters: stop reading, store what was read, then let the uplink go.
-                for t in poll_tasks:
-                    t.cancel()
-                await asyncio.gather(*poll_tasks, return_exceptions=True)
-                await self.frames.join()
-                rules_task.cancel()
-                fwd_task.cancel()
+                sd_notify("STOPPING=1")
+                async with self._reload_lock:  # a reload in progress finishes first
+                    # Order matters: stop reading, store what was read, then let the uplink go.
+                    await self.stop_pollers()
+                    await self.ops.stop()
+                    rules_task.cancel()
+                    health_task.cancel()
+                    if self._fwd_task is not None:
+                        self._fwd_task.cancel()
         finally:
             await self.outbox.close()
 
     async def _process(self) -> None:
         """Rules, journal and outbox for every frame; one outbox transaction per wake-up."""
-        points = self.cfg.points
         while True:
             batch = [await self.frames.get()]
+            points = self.cfg.points  # a reload swaps it only while no frame is pending
             while not self.frames.empty():
                 batch.append(self.frames.get_nowait())
             entries: list[Entry] = []
             for frame in batch:
-                events = self.engine.step(frame)
+                events = self.comm.drain() + self.alarm_ops.step(frame)
                 entries.append(encode_telemetry(frame, points))
                 if events:
                     await asyncio.to_thread(self.journal.append, events)
                     entries.append(encode_alarms(events))
                     for ev in events:
                         log.warning("alarm %s %s: %s", ev.transition, ev.alarm_id, ev.text_en)
-            await self.outbox.put(entries)
+            await self.store.put(entries)
+            for frame in batch:
+                self.ops.observe(frame)
             self.frames_processed += len(batch)
             for _ in batch:
                 self.frames.task_done()
@@ -122,11 +194,12 @@ async def run_until_signalled(cfg: AgentConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.stop)
+    loop.add_signal_handler(signal.SIGHUP, agent.request_reload)
     started = time.monotonic()
     try:
         await agent.run()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
     log.info("dust-agent stopped after %.1f s", time.monotonic() - started)

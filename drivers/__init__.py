@@ -5,7 +5,11 @@ Exception tree (every driver raises only these, translated once at the boundary)
     SourceError
      ├── SourceTimeout(SourceError, TimeoutError)      no answer within the bus timeout
      ├── SourceProtocolError(SourceError)              Modbus exception response (.code)
+     ├── SourceFrameError(SourceError)                 bytes but no valid reply (CRC, noise)
      └── SourceLinkError(SourceError, ConnectionError) socket/port not open or lost
+
+Drivers by bus type: `drivers.registry.make_source(bus)`; TCP in modbus_tcp, RTU on a serial
+port and RTU over TCP in modbus_rtu (framing in rtu_frame, byte lines in line).
 """
 
 from drivers.base import (
@@ -13,6 +17,7 @@ from drivers.base import (
     RawBlock,
     Source,
     SourceError,
+    SourceFrameError,
     SourceLinkError,
     SourceProtocolError,
     SourceTimeout,
@@ -24,6 +29,7 @@ __all__ = [
     "RawBlock",
     "Source",
     "SourceError",
+    "SourceFrameError",
     "SourceLinkError",
     "SourceProtocolError",
     "SourceTimeout",

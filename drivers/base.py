@@ -8,14 +8,22 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-Table = Literal["holding", "input"]
+Table = Literal["holding", "input", "coil", "discrete"]
+BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete"})
 
 MAX_REGISTERS_PER_READ = 125
+MAX_BITS_PER_READ = 2000
+
+
+def max_count(table: Table) -> int:
+    """The most registers (or bits, for coil/discrete) one request may read."""
+    return MAX_BITS_PER_READ if table in BIT_TABLES else MAX_REGISTERS_PER_READ
 
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """One planned read request: `count` registers of `table` from `address` on unit `unit_id`."""
+    """One planned read request: `count` registers (or bits) of `table` from `address` on unit
+    `unit_id`."""
 
     unit_id: int
     table: Table
@@ -23,13 +31,21 @@ class Block:
     count: int
 
     def __post_init__(self) -> None:
-        if not 1 <= self.count <= MAX_REGISTERS_PER_READ:
-            raise ValueError(f"block count {self.count} outside 1..{MAX_REGISTERS_PER_READ}")
+        top = max_count(self.table)
+        if not 1 <= self.count <= top:
+            raise ValueError(f"block count {self.count} outside 1..{top}")
+
+    @property
+    def label(self) -> str:
+        last = self.address + self.count - 1
+        what = "bits" if self.table in BIT_TABLES else "registers"
+        return f"unit {self.unit_id} {self.table} {what} {self.address}-{last}"
 
 
 @dataclass(frozen=True, slots=True)
 class RawBlock:
-    """The registers of one successful read, stamped when the reply arrived."""
+    """The registers of one successful read, stamped when the reply arrived. For coil and
+    discrete blocks `registers` holds one 0/1 word per bit."""
 
     block: Block
     registers: npt.NDArray[np.uint16]
@@ -55,6 +71,10 @@ class SourceProtocolError(SourceError):
 
 class SourceLinkError(SourceError, ConnectionError):
     """The link (TCP socket, serial port) is not open or was lost."""
+
+
+class SourceFrameError(SourceError):
+    """Bytes came back but no valid reply (CRC error, garbage, a truncated frame)."""
 
 
 class Source(Protocol):

@@ -24,6 +24,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.pdu import ModbusPDU
 
 from drivers.base import (
+    BIT_TABLES,
     Block,
     RawBlock,
     SourceLinkError,
@@ -112,14 +113,13 @@ class ModbusTcpSource:
         if client is None or not client.connected:
             raise SourceLinkError(f"{self.endpoint} is not connected")
         try:
-            if block.table == "holding":
-                reply = await client.read_holding_registers(
-                    block.address, count=block.count, device_id=block.unit_id
-                )
-            else:
-                reply = await client.read_input_registers(
-                    block.address, count=block.count, device_id=block.unit_id
-                )
+            reader = {
+                "holding": client.read_holding_registers,
+                "input": client.read_input_registers,
+                "coil": client.read_coils,
+                "discrete": client.read_discrete_inputs,
+            }[block.table]
+            reply = await reader(block.address, count=block.count, device_id=block.unit_id)
         except ModbusIOException as exc:
             if not client.connected:
                 raise SourceLinkError(f"{self.endpoint}: link lost during read") from exc
@@ -147,6 +147,13 @@ class ModbusTcpSource:
             raise SourceProtocolError(
                 code, f"{self._where(block)}: Modbus exception {code} ({name})"
             )
+        if block.table in BIT_TABLES:
+            bits = reply.bits  # padded to whole bytes
+            if len(bits) < block.count:
+                raise SourceProtocolError(
+                    0, f"{self._where(block)}: reply has {len(bits)} bits, asked for {block.count}"
+                )
+            return np.array(bits[: block.count], dtype=np.uint16)
         regs = reply.registers
         if len(regs) != block.count:
             raise SourceProtocolError(
@@ -155,10 +162,7 @@ class ModbusTcpSource:
         return np.array(regs, dtype=np.uint16)
 
     def _where(self, block: Block) -> str:
-        last = block.address + block.count - 1
-        return (
-            f"{self.endpoint} unit {block.unit_id} {block.table} registers {block.address}-{last}"
-        )
+        return f"{self.endpoint} {block.label}"
 
     async def _diagnose(self, elapsed: float) -> str:
         """Why the connect failed: pymodbus returns only False, so probe once with a bare socket."""

@@ -1,6 +1,6 @@
 """`dust-sim`: the dust-collector simulator's command line.
 
-    dust-sim serve [--host 127.0.0.1] [--port 5020] [--scenario smoulder|none] [--speed X]
+    dust-sim serve [--host 127.0.0.1] [--port 5020] [--scenario NAME] [--speed X]
                    [--units 1,2] [--bench-devices N --bench-registers M]
                    [--fault UNIT:SPEC ...] [--seed S]
     dust-sim demo [--seconds 90]
@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario",
         choices=sorted(SCENARIOS),
         default=None,
-        help="smoulder (default for the demo plant) or none (default for the bench plant)",
+        help="smoulder (default for the demo plant), none (default for the bench plant), or "
+        "one of firmware_sim.scenarios (units 3 and 4 are wet collectors)",
     )
     serve.add_argument(
         "--speed",
@@ -122,6 +123,26 @@ def build_parser() -> argparse.ArgumentParser:
             "inject a fault: 2:no_answer, 2:exception=2, 2:delay=0.5, or combined "
             "2:delay=0.5,exception=6 (repeatable)"
         ),
+    )
+
+    serve.add_argument(
+        "--rtu",
+        metavar="PORT",
+        default=None,
+        help="serve Modbus RTU on this serial port (a pty end made with socat, or a "
+        "USB-RS485 adapter) instead of Modbus TCP",
+    )
+    serve.add_argument(
+        "--rtu-tcp",
+        action="store_true",
+        help="serve raw RTU frames over TCP on --host/--port (a serial device server)",
+    )
+    serve.add_argument(
+        "--baud",
+        type=int,
+        default=None,
+        help="RTU line speed: every reply is held for its wire time at this baud "
+        "(8N1; default: no hold)",
     )
 
     demo = sub.add_parser(
@@ -178,6 +199,10 @@ async def serve(args: argparse.Namespace) -> int:
 
     quiet_pymodbus()
     plant = Plant(seed=args.seed, scenario=scenario, speed=args.speed)
+    if args.rtu or args.rtu_tcp:
+        from firmware_sim.rtu_cli import serve_rtu
+
+        return await serve_rtu(args, plant, list(units))
     server = PlantServer(
         plant,
         units=units,

@@ -63,15 +63,28 @@ class Broker:
     (a black-hole broker: no RST), restart() starts it again on the same port.
     """
 
-    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        persistence: bool = False,
+        tls: Mapping[str, Path] | None = None,
+    ) -> None:
+        """tls: {"cafile", "certfile", "keyfile"} paths; with cafile, clients need a certificate."""
         self.binary = mosquitto_path()
         self.port = port or free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / f"mosquitto-{self.port}.conf"
         self.log = workdir / f"mosquitto-{self.port}.log"
+        tls_lines = "".join(f"{k} {v}\n" for k, v in (tls or {}).items())
+        if tls and "cafile" in tls:
+            tls_lines += "require_certificate true\n"
+        if tls and not persistence:
+            tls_lines += "user root\n"  # as root: read test keys in private temp dirs
         self.conf.write_text(
             f"listener {self.port} {LOOPBACK}\n"
-            "allow_anonymous true\n"
+            + tls_lines
+            + "allow_anonymous true\n"
             + (
                 f"persistence true\npersistence_location {workdir}/\nautosave_interval 0\n"
                 "user root\n"  # no effect unless run as root; there it keeps the file writable

@@ -30,6 +30,8 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
+from firmware_sim.scenarios import EFFECTS, WET_UNITS, Effect, WetState, wet_state
+
 ValueType = Literal["uint16", "int16", "uint32", "int32", "float32"]
 Order = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 
@@ -199,7 +201,21 @@ class Smoulder:
         )
 
 
-SCENARIOS: dict[str, Smoulder | None] = {"none": None, "smoulder": Smoulder()}
+SCENARIOS: dict[str, Smoulder | Effect | None] = {
+    "none": None,
+    "smoulder": Smoulder(),
+    **EFFECTS,  # firmware_sim.scenarios
+}
+# The wet collector's controller (units 3 and 4): input registers, the same 11-register block.
+# Must stay identical to config/profiles/wet_collector.toml (tests/contract checks it).
+WET_COLLECTOR_MAP: tuple[RegisterPoint, ...] = (
+    RegisterPoint("tank_level", 0, "float32", "ABCD"),
+    RegisterPoint("recirc_flow", 2, "float32", "ABCD"),
+    RegisterPoint("water_pressure", 4, "uint16", scale=0.001),
+    RegisterPoint("hydrogen", 5, "uint16", scale=0.1),
+    RegisterPoint("grinder_running", 6, "uint16"),
+    RegisterPoint("pump_running", 7, "uint16"),
+)
 
 
 class Plant:
@@ -212,13 +228,16 @@ class Plant:
             raise ValueError(f"speed must be > 0, got {speed}")
         self.seed = seed
         self.scenario = scenario
-        self.smoulder = SCENARIOS[scenario]
+        chosen = SCENARIOS[scenario]
+        self.smoulder = chosen if isinstance(chosen, Smoulder) else None
+        self.effect = chosen if isinstance(chosen, Effect) else None
         self.speed = speed
 
     def describe(self) -> str:
-        if self.smoulder is None:
+        chosen = self.smoulder or self.effect
+        if chosen is None:
             return "scenario none"
-        text = f"scenario {self.smoulder.describe()}"
+        text = f"scenario {chosen.describe()}"
         return text if self.speed == 1.0 else f"{text}, speed x{self.speed:g}"
 
     # Per-unit constants, all derived from (seed, unit).
@@ -268,7 +287,7 @@ class Plant:
             excess = self.smoulder.excess(t * self.speed)
             hopper += excess
             outlet += 0.08 * excess  # some of the heat reaches the clean-air side
-        return CollectorState(
+        state = CollectorState(
             hopper_temp=hopper,
             diff_pressure=diff_pressure,
             inlet_temp=inlet,
@@ -278,16 +297,26 @@ class Plant:
             airlock_state=1,
             spark_count=0,
         )
+        return state if self.effect is None else self.effect.apply(unit, t * self.speed, state)
 
     def collector_registers(self, unit: int, t: float) -> list[int]:
-        """The controller's input-register block (addresses 0..10) at time `t`."""
-        state = self.collector(unit, t)
+        """The controller's input-register block (addresses 0..10) at time `t`; units 3 and 4
+        are wet collectors (WET_COLLECTOR_MAP), the others dry ones."""
+        state: CollectorState | WetState
+        if unit in WET_UNITS:
+            state, table = self.wet(unit, t), WET_COLLECTOR_MAP
+        else:
+            state, table = self.collector(unit, t), DRY_COLLECTOR_MAP
         regs = [0] * DRY_COLLECTOR_REGISTERS
-        for p in DRY_COLLECTOR_MAP:
+        for p in table:
             regs[p.address : p.address + p.width] = encode(
                 state.value(p.key), p.type, p.order, p.scale
             )
         return regs
+
+    def wet(self, unit: int, t: float) -> WetState:
+        state = wet_state(self.seed, unit, t, value_noise)
+        return state if self.effect is None else self.effect.apply(unit, t * self.speed, state)
 
     def bench_registers(self, unit: int, t: float, count: int) -> list[int]:
         """`count` uint16 holding registers for the benchmark plant.

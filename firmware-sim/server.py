@@ -62,6 +62,10 @@ class Fault:
     no_answer: bool = False
     exception: int | None = None  # Modbus exception code sent instead of data
     delay: float = 0.0  # seconds before the answer (or the exception)
+    # RTU serving only (firmware_sim.rtu): the reply's CRC is wrong / random bytes instead
+    crc: bool = False
+    garbage: bool = False
+    every: int = 1  # RTU serving only: the fault hits every N-th request of the unit
 
     def __post_init__(self) -> None:
         if self.exception is not None and self.exception not in VALID_EXCEPTION_CODES:
@@ -71,10 +75,18 @@ class Fault:
             )
         if self.delay < 0:
             raise ValueError(f"delay must be >= 0, got {self.delay}")
+        if self.every < 1:
+            raise ValueError(f"every must be >= 1, got {self.every}")
 
     @property
     def active(self) -> bool:
-        return self.no_answer or self.exception is not None or self.delay > 0
+        return (
+            self.no_answer
+            or self.exception is not None
+            or self.delay > 0
+            or self.crc
+            or self.garbage
+        )
 
     def describe(self) -> str:
         parts = []
@@ -84,12 +96,16 @@ class Fault:
             parts.append(f"delay={self.delay:g}")
         if self.exception is not None:
             parts.append(f"exception={self.exception}")
+        parts += [name for name in ("crc", "garbage") if getattr(self, name)]
+        if self.every > 1:
+            parts.append(f"every={self.every}")
         return ",".join(parts) or "none"
 
     @classmethod
     def parse(cls, spec: str) -> Fault:
-        """`no_answer`, `exception=2`, `delay=0.5`, or a comma-joined mix; `none` clears."""
-        no_answer, exception, delay = False, None, 0.0
+        """`no_answer`, `exception=2`, `delay=0.5`, `crc`, `garbage`, `every=N`, or a
+        comma-joined mix; `none` clears. `delay` beyond the client's timeout is a late reply."""
+        no_answer, exception, delay, crc, garbage, every = False, None, 0.0, False, False, 1
         for raw in spec.split(","):
             item = raw.strip()
             name, _, arg = item.partition("=")
@@ -98,17 +114,24 @@ class Fault:
                     no_answer = True
                 elif name == "exception" and arg:
                     exception = int(arg, 0)
-                elif name == "delay" and arg:
+                elif name in ("delay", "late") and arg:
                     delay = float(arg)
+                elif item == "crc":
+                    crc = True
+                elif item == "garbage":
+                    garbage = True
+                elif name == "every" and arg:
+                    every = int(arg)
                 elif item in ("none", "ok"):
                     pass
                 else:
                     raise ValueError
             except ValueError:
                 raise ValueError(
-                    f"bad fault {item!r}: use no_answer, exception=N, delay=SECONDS or none"
+                    f"bad fault {item!r}: use no_answer, exception=N, delay=SECONDS, crc, "
+                    "garbage, every=N or none"
                 ) from None
-        return cls(no_answer=no_answer, exception=exception, delay=delay)
+        return cls(no_answer, exception, delay, crc, garbage, every)
 
 
 def parse_fault_arg(text: str) -> tuple[int, Fault]:

@@ -67,7 +67,8 @@ def translate(exc: msgspec.ValidationError, file: Path, known: dict[str, list[st
         return ConfigError(file, _join(path, key), f"required key '{key}' is missing")
     if e := _ENUM.match(msg):
         field = path.rsplit(".", 1)[-1]
-        choices = ("tcp",) if path.startswith("buses") else CHOICES.get(field, ())
+        bus = path.startswith("buses")
+        choices = CHOICES.get(f"bus.{field}" if bus else field, ())
         val = e.group("val")
         hint = difflib.get_close_matches(val.strip("'"), choices, n=1)
         advice = f" (did you mean '{hint[0]}'?)" if hint else ""

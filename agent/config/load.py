@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import itertools
-import os
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +14,16 @@ import msgspec
 from msgspec import UNSET
 
 from agent.config.errors import ConfigError, translate
-from agent.config.rules import Rules, check_kind, load_rules, merge_rule, rule_from
+from agent.config.fieldbus import bus_spec, check_point_io, regs_clash
+from agent.config.rules import (
+    Rules,
+    check_kind,
+    load_rules,
+    merge_rule,
+    point_rules_from,
+    resolve_gates,
+    rule_from,
+)
 from agent.config.schema import (
     RawBus,
     RawConfig,
@@ -31,14 +39,12 @@ from agent.config.schema import (
     RawUplink,
     field_names,
 )
+from agent.config.uplink import storage_spec, uplink_spec
 from agent.model import (
     REGISTER_WIDTH,
     AgentConfig,
-    BusSpec,
     PointSpec,
     SiteSpec,
-    StorageSpec,
-    UplinkSpec,
 )
 
 REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
@@ -150,6 +156,7 @@ def _device_points(
 
 def _check_point(loc: _Located) -> None:
     p, file, path = loc.point, loc.file, loc.path
+    check_point_io(p, file, path)
     if not 0 <= p.address <= 65535 - REGISTER_WIDTH[p.type] + 1:
         raise ConfigError(
             file, f"{path}.address", f"register address {p.address} is outside 0..65535"
@@ -179,8 +186,7 @@ def _check_buses(cfg: RawConfig, file: Path) -> None:
         if b.name in seen:
             raise ConfigError(file, f"buses[{i}].name", f"bus name '{b.name}' is used twice")
         seen.add(b.name)
-        if not 1 <= b.port <= 65535:
-            raise ConfigError(file, f"buses[{i}].port", f"port {b.port} is outside 1..65535")
+        bus_spec(b, i, file)  # per-type checks (agent.config.fieldbus)
         if b.timeout <= 0:
             raise ConfigError(file, f"buses[{i}].timeout", "timeout must be above 0 seconds")
         if not 0 <= b.retries <= 5:
@@ -198,7 +204,7 @@ def _check_overlaps(points: list[tuple[PointSpec, _Located]]) -> None:
     for (bus, unit, _table), group in by_regs.items():
         group.sort(key=lambda t: t[0].address)
         for (a, _), (b, bloc) in itertools.pairwise(group):
-            if b.address < a.address + a.width:
+            if regs_clash(a, b):
                 raise ConfigError(
                     bloc.file,
                     bloc.path,
@@ -254,6 +260,9 @@ def _resolve_point(
         unit=_str_or(ov.unit, p.unit),
         kind=p.kind,
         rule=rule_from(merged, cfg_file, rule_path, p.key),
+        rules=point_rules_from(merged, cfg_file, rule_path, p.key),
+        bit=None if isinstance(p.bit, msgspec.UnsetType) else p.bit,
+        read_mode=dev.read_mode,
     )
 
 
@@ -314,13 +323,16 @@ def load_config(file: Path | str) -> AgentConfig:
     profiles_dir = _resolve_path(cfg_file.parent, raw.profiles_dir, REPO_CONFIG_DIR)
     specs = _resolve_points(raw, cfg_file, rules, profiles_dir)
     _check_overlaps(specs)
+    specs = list(
+        zip(
+            resolve_gates(raw, specs, cfg_file, pack_file, pack),
+            (loc for _, loc in specs),
+            strict=True,
+        )
+    )
 
     used = {s.bus for s, _ in specs}
-    buses = tuple(
-        BusSpec(b.name, b.type, b.host, b.port, b.timeout, b.retries, b.poll_interval)
-        for b in raw.buses
-        if b.name in used
-    )
+    buses = tuple(bus_spec(b, i, cfg_file) for i, b in enumerate(raw.buses) if b.name in used)
     site = SiteSpec(raw.site.enterprise_code, raw.site.gateway_id, raw.site.name)
     for name in ("enterprise_code", "gateway_id"):
         value = getattr(site, name)
@@ -328,44 +340,13 @@ def load_config(file: Path | str) -> AgentConfig:
             raise ConfigError(
                 cfg_file, f"site.{name}", f"'{value}' must be non-empty and contain no / + #"
             )
-    up = raw.uplink
-    uplink = UplinkSpec(
-        host=up.host,
-        port=up.port,
-        topic_prefix=up.topic_prefix.strip("/"),
-        client_id=_str_or(up.client_id, f"dust-agent-{site.gateway_id}"),
-        keepalive=up.keepalive,
-        publish_timeout=up.publish_timeout,
-        max_records_per_message=up.max_records_per_message,
-    )
-    if not 1 <= up.port <= 65535:
-        raise ConfigError(cfg_file, "uplink.port", f"port {up.port} is outside 1..65535")
-    if up.max_records_per_message < 1:
-        raise ConfigError(cfg_file, "uplink.max_records_per_message", "must be at least 1")
+    uplink = uplink_spec(raw.uplink, site, cfg_file)
+    points = tuple(s for s, _ in specs)
     return AgentConfig(
         path=cfg_file,
         site=site,
         buses=buses,
-        points=tuple(s for s, _ in specs),
+        points=points,
         uplink=uplink,
-        storage=_storage(raw.storage, cfg_file),
-    )
-
-
-def _storage(st: RawStorage, cfg_file: Path) -> StorageSpec:
-    if isinstance(st.dir, msgspec.UnsetType):
-        directory = Path(os.environ.get("STATE_DIRECTORY", "/var/lib/dust-agent").split(":")[0])
-    else:
-        directory = _resolve_path(cfg_file.parent, st.dir).resolve()
-    if st.max_mb <= 0 or st.journal_max_mb <= 0 or st.journal_keep < 1:
-        raise ConfigError(
-            cfg_file,
-            "storage",
-            "max_mb and journal_max_mb must be above 0, journal_keep at least 1",
-        )
-    return StorageSpec(
-        dir=directory,
-        max_bytes=int(st.max_mb * 1024 * 1024),
-        journal_max_bytes=int(st.journal_max_mb * 1024 * 1024),
-        journal_keep=st.journal_keep,
+        storage=storage_spec(raw.storage, cfg_file, points, buses),
     )

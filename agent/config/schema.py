@@ -25,6 +25,50 @@ class RawRule(_Strict):
     hysteresis_pct: float | UnsetType = UNSET
     on_delay: float | UnsetType = UNSET
     off_delay: float | UnsetType = UNSET
+    # The other rule kinds (docs/config.md "Rules"; agent/rulespec.py says what each does).
+    when: str | UnsetType = UNSET  # gate: "key" or "device.key" that must be on; "off" = none
+    rate_warning: Threshold = UNSET
+    rate_alarm: Threshold = UNSET
+    rate_window: float | UnsetType = UNSET
+    rate_per: float | UnsetType = UNSET
+    rate_relative: bool | UnsetType = UNSET
+    rate_hold: float | UnsetType = UNSET
+    deviation_warning: Threshold = UNSET
+    deviation_alarm: Threshold = UNSET
+    baseline_tau: float | UnsetType = UNSET
+    drop_warning: Threshold = UNSET
+    drop_alarm: Threshold = UNSET
+    drop_window: float | UnsetType = UNSET
+    count_warning: Threshold = UNSET
+    count_alarm: Threshold = UNSET
+    count_window: float | UnsetType = UNSET
+    count_bits: int | UnsetType = UNSET
+    state_warning: list[int] | UnsetType = UNSET
+    state_alarm: list[int] | UnsetType = UNSET
+    state_critical: list[int] | UnsetType = UNSET
+    state_delay: float | UnsetType = UNSET
+    idle_states: list[int] | UnsetType = UNSET
+    idle_delay: float | UnsetType = UNSET
+    stale_polls: Threshold = UNSET
+    frozen_polls: int | Off | UnsetType = UNSET
+    range_min: Threshold = UNSET
+    range_max: Threshold = UNSET
+    loop_ma: bool | UnsetType = UNSET
+    latch: bool | UnsetType = UNSET
+    chatter_count: int | UnsetType = UNSET
+    # Levels in percent of a per-point reference value (dust: the MEC; wet tank: the low
+    # setpoint; wet flow: the design flow): level = reference x pct / 100.
+    reference: Threshold = UNSET
+    high_warning_pct: Threshold = UNSET
+    high_alarm_pct: Threshold = UNSET
+    low_warning_pct: Threshold = UNSET
+    low_alarm_pct: Threshold = UNSET
+    when_min_level: Literal["warning", "alarm"] | UnsetType = UNSET  # lowest level gated
+    deviation_absolute: bool | UnsetType = UNSET  # deviation in the point's unit, not %
+    deviation_hold: float | UnsetType = UNSET  # the deviation warning's on-delay
+    minus: str | UnsetType = UNSET  # difference rule: "key" or "device.key" subtracted
+    diff_warning: Threshold = UNSET
+    diff_alarm: Threshold = UNSET
 
 
 class RawSite(_Strict):
@@ -35,19 +79,32 @@ class RawSite(_Strict):
 
 class RawBus(_Strict):
     name: str
-    host: str
-    type: Literal["tcp"] = "tcp"
-    port: int = 502
+    type: Literal["tcp", "rtu", "rtu_tcp"] = "tcp"
+    host: str | UnsetType = UNSET  # tcp, rtu_tcp
+    port: int | str = 502  # TCP port (tcp, rtu_tcp) or the serial device path (rtu)
     timeout: float = 1.0
     retries: int = 0
     poll_interval: float = 1.0
+    # serial line (rtu; on rtu_tcp `baud` is optional: the device server's serial side)
+    baud: int | UnsetType = UNSET
+    parity: Literal["N", "E", "O"] = "N"
+    bytesize: Literal[7, 8] = 8
+    stopbits: Literal[1, 2] = 1
+    turnaround: float | UnsetType = UNSET
+    late_guard: float | UnsetType = UNSET
+    quarantine_after: int = 3
+    quarantine_first: float = 5.0
+    quarantine_max: float = 60.0
 
 
 class RawPoint(_Strict):
     key: str
-    table: Literal["holding", "input"]
+    table: Literal["holding", "input", "coil", "discrete"]
     address: int
-    type: Literal["uint16", "int16", "uint32", "int32", "float32"] = "uint16"
+    type: Literal["uint16", "int16", "uint32", "int32", "float32", "uint64", "int64", "float64"] = (
+        "uint16"
+    )
+    bit: int | UnsetType = UNSET  # a bit 0..15 of a 16-bit register
     order: Literal["ABCD", "CDAB", "BADC", "DCBA"] = "ABCD"
     scale: float = 1.0
     offset: float = 0.0
@@ -77,6 +134,7 @@ class RawDevice(_Strict):
     unit: int
     profile: str | UnsetType = UNSET
     name_zh: str = ""
+    read_mode: Literal["block", "point"] = "block"
     points: list[RawPoint] = msgspec.field(default_factory=list)
     override: dict[str, RawOverride] = msgspec.field(default_factory=dict)
 
@@ -96,11 +154,24 @@ class RawUplink(_Strict):
     keepalive: int = 30
     publish_timeout: float = 10.0
     max_records_per_message: int = 1000
+    max_bytes_per_message: int = 256 * 1024
+    max_inflight: int = 10
+    backlog_records_per_s: float = 10_000.0
+    health_interval: float = 60.0
+    tls: bool | UnsetType = UNSET  # default: true when ca_file or cert_file is set
+    ca_file: str | UnsetType = UNSET
+    cert_file: str | UnsetType = UNSET
+    key_file: str | UnsetType = UNSET
+    username_file: str | UnsetType = UNSET
+    password_file: str | UnsetType = UNSET
+    username_credential: str | UnsetType = UNSET
+    password_credential: str | UnsetType = UNSET
 
 
 class RawStorage(_Strict):
     dir: str | UnsetType = UNSET
-    max_mb: float = 512.0
+    max_mb: float | UnsetType = UNSET  # default: 7 days at the configured poll rate
+    sync_interval: float = 10.0
     journal_max_mb: float = 8.0
     journal_keep: int = 5
 
@@ -132,7 +203,10 @@ def field_names(struct: type[msgspec.Struct]) -> list[str]:
 
 # The allowed values of each Literal field, for messages that list them.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "type": ("uint16", "int16", "uint32", "int32", "float32"),
+    "type": ("uint16", "int16", "uint32", "int32", "float32", "uint64", "int64", "float64"),
     "order": ("ABCD", "CDAB", "BADC", "DCBA"),
-    "table": ("holding", "input"),
+    "table": ("holding", "input", "coil", "discrete"),
+    "read_mode": ("block", "point"),
+    "bus.type": ("tcp", "rtu", "rtu_tcp"),
+    "bus.parity": ("N", "E", "O"),
 }

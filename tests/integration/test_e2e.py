@@ -121,7 +121,10 @@ def test_smoulder_raises_hopper_alarm_and_journal_has_it(broker: Broker, tmp_pat
 
             def alarmed() -> bool:
                 return any(
-                    r["key"] == "hopper_temp" and r["device"] == "DC-1" and r["level"] == "alarm"
+                    r["key"] == "hopper_temp"
+                    and r["device"] == "DC-1"
+                    and r["level"] == "alarm"
+                    and r["kind"] == "threshold"
                     for r in collector.alarm_records()
                 )
 
@@ -130,9 +133,12 @@ def test_smoulder_raises_hopper_alarm_and_journal_has_it(broker: Broker, tmp_pat
             assert agent.stop() == 0, agent.text()[-3000:]
     collector.stop()
 
-    hopper = [
+    every = [
         r for r in collector.alarm_records() if r["device"] == "DC-1" and r["key"] == "hopper_temp"
     ]
+    # the rate-of-rise rule sees the smoulder before the absolute threshold does
+    assert every[0]["kind"] == "rate", every
+    hopper = [r for r in every if r["kind"] == "threshold"]
     # warning first, then escalation to alarm, with thresholds, unit and both texts
     assert [(r["transition"], r["level"]) for r in hopper][:2] == [
         ("raise", "warning"),

@@ -141,7 +141,13 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "devices[2].points[0].address",
         "outside 0..65535",
     ),
-    ("bad bus type", _set(["buses", 0, "type"], "rtu"), "buses[0].type", "expected one of: tcp"),
+    (
+        "bad bus type",
+        _set(["buses", 0, "type"], "serial"),
+        "buses[0].type",
+        "expected one of: tcp, rtu, rtu_tcp",
+    ),
+    ("rtu without a path", _set(["buses", 0, "type"], "rtu"), "buses[0].port", "serial device"),
     ("no buses", _set(["buses"], []), "buses", "no bus configured"),
 ]
 

@@ -20,6 +20,9 @@ _PM_TYPE = {
     "uint32": Client.DATATYPE.UINT32,
     "int32": Client.DATATYPE.INT32,
     "float32": Client.DATATYPE.FLOAT32,
+    "uint64": Client.DATATYPE.UINT64,
+    "int64": Client.DATATYPE.INT64,
+    "float64": Client.DATATYPE.FLOAT64,
 }
 
 
@@ -47,7 +50,7 @@ points_st = st.lists(
     st.tuples(
         st.sampled_from(DATA_TYPES),
         st.sampled_from(WORD_ORDERS),
-        st.integers(0, 30),  # word offset; points may share registers
+        st.integers(0, 28),  # word offset; points may share registers
     ),
     min_size=1,
     max_size=25,
@@ -67,14 +70,14 @@ def test_matches_pymodbus(points: list[tuple[DataType, WordOrder, int]], words: 
 
 @pytest.mark.parametrize("dtype", DATA_TYPES)
 @pytest.mark.parametrize("order", WORD_ORDERS)
-@given(words=st.lists(st.integers(0, 0xFFFF), min_size=2, max_size=2))
+@given(words=st.lists(st.integers(0, 0xFFFF), min_size=4, max_size=4))
 def test_every_type_and_order(dtype: DataType, order: WordOrder, words: list[int]) -> None:
     out = Decoder([DecodeSpec(0, dtype, order)]).decode(np.array(words, dtype=np.uint16))
     assert _same(float(out[0]), reference(words[: REGISTER_WIDTH[dtype]], dtype, order))
 
 
 @given(
-    words=st.lists(st.integers(0, 0xFFFF), min_size=2, max_size=2),
+    words=st.lists(st.integers(0, 0xFFFF), min_size=4, max_size=4),
     dtype=st.sampled_from(DATA_TYPES),
     order=st.sampled_from(WORD_ORDERS),
     scale=st.floats(-1e3, 1e3, allow_nan=False),
@@ -134,3 +137,11 @@ def test_signalling_nan_decodes_quietly() -> None:
         [DecodeSpec(0, "float32", "ABCD"), DecodeSpec(2, "float32", "ABCD", 2.0, 1.0)]
     ).decode(buf)
     assert np.isnan(out).all()
+
+
+def test_bit_fields() -> None:
+    buf = np.array([0b1010_0000_0000_1001, 0x0100], dtype=np.uint16)
+    specs = [DecodeSpec(0, "uint16", "ABCD", bit=b) for b in (0, 1, 3, 13, 15)]
+    specs += [DecodeSpec(1, "uint16", "BADC", bit=0), DecodeSpec(1, "uint16", "ABCD", bit=8)]
+    out = Decoder(specs).decode(buf)
+    assert out.tolist() == [1, 0, 1, 1, 1, 1, 1]

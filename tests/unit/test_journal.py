@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import orjson
 import pytest
 
 from agent.alarms_cli import alarms_report, display_width, fit, parse_since
-from agent.journal import Journal, journal_files, read_journal
+from agent.journal import GENESIS, Journal, journal_files, read_journal, verify_journal
 from agent.model import AlarmEvent, Level, Transition
 
 T0 = 1_714_521_600.0  # 2024-05-01 00:00:00 UTC = 08:00 in Asia/Shanghai
@@ -59,13 +60,14 @@ def test_append_writes_records_with_logged_time(tmp_path: Path) -> None:
     lines = (tmp_path / "journal.jsonl").read_bytes().splitlines()
     assert len(lines) == 2
     first = orjson.loads(lines[0])
-    assert first == {**event(0).to_record(), "logged": first["logged"]}
+    assert first == {**event(0).to_record(), "logged": first["logged"], "prev": GENESIS}
     assert abs(first["logged"] / 1000 - time.time()) < 60
     assert [r["transition"] for r in read_journal(tmp_path)] == ["raise", "clear"]
 
 
 def test_rotation_is_bounded_and_reads_back_in_order(tmp_path: Path) -> None:
-    line = len(orjson.dumps({**event(0).to_record(), "logged": int(time.time() * 1000)})) + 1
+    record = {**event(0).to_record(), "logged": int(time.time() * 1000), "prev": GENESIS}
+    line = len(orjson.dumps(record)) + 1
     j = Journal(tmp_path, max_bytes=3 * line + 5, keep=2)
     for n in range(20):
         j.append([event(n, ts=T0 + n)])
@@ -186,3 +188,30 @@ def test_fit_counts_chinese_as_double_width() -> None:
     assert fit("灰斗温度", 5) == "灰斗…"
     assert display_width(fit("灰斗温度", 5)) == 5
     assert fit("ab", 4) == "ab  "
+
+
+def test_hash_chain_verifies_across_rotation_and_shows_edits_and_removals(tmp_path: Path) -> None:
+    line = len(orjson.dumps({**event(0).to_record(), "logged": 0, "prev": GENESIS})) + 1
+    j = Journal(tmp_path, max_bytes=3 * line + 5, keep=5)
+    for n in range(10):
+        j.append([event(n, ts=T0 + n)])
+    j.close()
+    # reopening continues the chain from the last line on disk
+    with Journal(tmp_path, max_bytes=3 * line + 5, keep=5) as j2:
+        j2.append([event(10, ts=T0 + 10)])
+    ok = verify_journal(tmp_path)
+    assert ok.ok and ok.lines == 11 and ok.files >= 3, ok
+    # edit one value in a rotated file: the next line no longer follows
+    rotated = tmp_path / "journal.1.jsonl"
+    lines = rotated.read_bytes().splitlines()
+    original = lines[0]
+    lines[0] = re.sub(rb'"value":[0-9.]+', b'"value":60.0', original)
+    assert lines[0] != original
+    rotated.write_bytes(b"\n".join(lines) + b"\n")
+    edited = verify_journal(tmp_path)
+    assert not edited.ok and "journal.1.jsonl line 2" in edited.breaks[0], edited
+    # remove a line from the current file
+    lines[0] = original
+    rotated.write_bytes(b"\n".join(lines[:1] + lines[2:]) + b"\n")
+    removed = verify_journal(tmp_path)
+    assert not removed.ok and "removed or edited" in removed.breaks[0]

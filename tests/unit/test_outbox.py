@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agent.outbox import Entry, Outbox, OutboxError, Row, Stream
+from agent.outbox import Entry, Outbox, OutboxWriteError, Row, Stream
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -224,14 +224,66 @@ async def test_cap_never_drops_leased_rows(tmp_path: Path) -> None:
         await box.close()
 
 
-async def test_corrupt_database_raises_clear_error(tmp_path: Path) -> None:
+async def test_corrupt_database_is_moved_aside_and_reported(tmp_path: Path) -> None:
     path = tmp_path / "bad.db"
     path.write_bytes(b"this is not an sqlite database at all" * 100)
     box = Outbox(path, 10_000_000)
-    with pytest.raises(OutboxError, match=str(path)):
-        await box.open()
-    with pytest.raises(OutboxError, match="not open"):
-        await box.put([entry("alarm", 1)])
+    await box.open()
+    try:
+        aside = sorted(p.name for p in os.scandir(tmp_path) if ".corrupt-" in p.name)
+        assert len(aside) == 1 and aside[0].startswith("bad.db.corrupt-")
+        batch = await box.begin(10)
+        assert batch is not None and batch.stream == "event"
+        (event,) = orjson.loads(batch.rows[0].body)
+        assert event["kind"] == "outbox_replaced" and event["data"]["seq_salvaged"] is False
+        # seqs can no longer be salvaged: they jump to the epoch in ms, never repeat old ones
+        await box.put([entry("telemetry", 3)])
+        stats = await box.stats()
+        assert stats.next_seq["telemetry"] > 1_600_000_000_000 and stats.replaced == 1
+    finally:
+        await box.close()
+
+
+async def test_disk_full_is_a_write_error_naming_the_file(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "full.db", 10_000_000)
+    await box.open()
+    try:
+        con = box._store.db
+        await box._submit(con.execute, "PRAGMA max_page_count=1")  # like ENOSPC to SQLite
+        with pytest.raises(OutboxWriteError, match="disk is full") as info:
+            await box.put([entry("telemetry", 1, size=50_000)])
+        assert str(tmp_path / "full.db") in str(info.value)
+        await box._submit(con.execute, "PRAGMA max_page_count=1000000")
+        await box.put([entry("alarm", 1)])  # recovers once there is room again
+        assert (await box.stats()).pending_records["alarm"] == 1
+    finally:
+        await box.close()
+
+
+async def test_live_before_backlog_and_batches_in_flight(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", 100_000_000)
+    await box.open()
+    try:
+        await box.put([entry("telemetry", 10, ts=1.0) for _ in range(5)])  # old: backlog
+        await box.set_live_boundary(None)
+        await box.put([entry("telemetry", 10)])  # produced after the (re)connect: live
+        first = await box.begin(100)
+        assert first is not None and not first.backfill and first.rows[0].seq_first == 51
+        assert await box.begin(100, backlog=False) is None  # backlog held back (rate limit)
+        a = await box.begin(20)  # two batches of backlog leased at once
+        b = await box.begin(20)
+        assert a is not None and b is not None and a.backfill and b.backfill
+        assert [r.seq_first for r in a.rows + b.rows] == [1, 11, 21, 31]
+        box.keep(a)  # a failed publish: rows go out again, oldest first
+        again = await box.begin(100, max_bytes=2 * (16 + 12 * 10))
+        assert again is not None and [r.seq_first for r in again.rows] == [1, 11]
+        last = await box.begin(100)
+        assert last is not None and [r.seq_first for r in last.rows] == [41]
+        await box.ack(first, b, again, last)
+        stats = await box.stats()
+        assert stats.pending_records["telemetry"] == 0 and stats.oldest_ts == {}
+    finally:
+        await box.close()
 
 
 CHILD = """

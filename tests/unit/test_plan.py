@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.model import BusSpec, DataType, PointSpec
-from agent.plan import BusPlan, compile_plan, format_plan
+from agent.plan import BusPlan, compile_plan, estimate_cycle_s, format_plan
 from drivers.base import MAX_REGISTERS_PER_READ, Block, Table
 
 BUS = BusSpec("line1", "tcp", "10.0.0.5", 502, timeout=0.5, retries=1, poll_interval=1.0)
@@ -183,4 +183,18 @@ def test_format_plan_warns_when_cycle_exceeds_interval() -> None:
     fast = BusSpec("fast", "tcp", "10.0.0.5", 502, 0.5, 0, poll_interval=0.01)
     pts = [pt(i, i * 10, bus="fast") for i in range(10)]
     text = format_plan(compile_plan(pts, [fast]), pts)
-    assert "WARNING: estimated cycle time exceeds the poll interval" in text
+    assert "WARNING: poll_interval 0.01 s is shorter than the line can carry" in text
+
+
+def test_rtu_estimate_from_wire_time() -> None:
+    # 9600 8N1: 10 bits a character, 1.0417 ms; 3.5 characters = 3.646 ms.
+    bus = BusSpec("line", "rtu", "", 0, 0.5, 0, 1.0, serial_port="/dev/ttyUSB0", baud=9600)
+    pts = [pt(i, 0, unit=u, bus="line") for i, u in enumerate(range(1, 9))]
+    (plan,) = compile_plan(pts, [bus])
+    per_req = (8 + 7) * 10 / 9600 + 2 * 3.5 * 10 / 9600  # request + reply of one register
+    assert estimate_cycle_s(plan) == pytest.approx(8 * per_req, rel=0.01)
+    slow = BusSpec("line", "rtu", "", 0, 0.5, 0, 0.1, serial_port="/dev/ttyUSB0", baud=9600)
+    text = format_plan(compile_plan(pts, [slow]), pts)
+    assert "modbus rtu /dev/ttyUSB0 9600 baud 8N1" in text
+    assert "wire time at 9600 baud" in text
+    assert "WARNING: poll_interval 0.1 s is shorter than the line can carry" in text

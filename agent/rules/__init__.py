@@ -1,0 +1,31 @@
+"""The alarm engine: vectorized rule kinds over all points, and the alarm lifecycle.
+
+rows.py       debounced detectors (on/off delays) shared by every kind
+threshold.py  two-level high/low limits with hysteresis
+trend.py      rate of change (weighted least-squares slope), deviation from a baseline
+window.py     step drop within a window, event counts within a window (counter wrap)
+state.py      discrete states, and states held while another point's gate is on
+quality.py    stale, frozen, out of range, 4-20 mA loop fault
+lifecycle.py  latching, acknowledgement, shelving, chattering, restart snapshot
+engine.py     RuleEngine: one vectorized step per frame over every kind
+texts.py      Chinese and English alarm texts
+reference.py  the same semantics per point in plain Python (tests and bench)
+"""
+
+from agent.model import Direction
+from agent.rules.engine import ActiveAlarm, AlarmLookupError, RuleEngine
+from agent.rules.texts import LEVELS, make_event, transition_of
+from agent.rules.threshold import band_limit
+
+DIRECTIONS: tuple[Direction, Direction] = ("high", "low")
+
+__all__ = [
+    "DIRECTIONS",
+    "LEVELS",
+    "ActiveAlarm",
+    "AlarmLookupError",
+    "RuleEngine",
+    "band_limit",
+    "make_event",
+    "transition_of",
+]

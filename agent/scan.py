@@ -1,0 +1,96 @@
+"""`dust-agent scan`: which unit ids answer on a serial line, an RTU-over-TCP or a Modbus TCP
+endpoint. A unit answers if it sends data or a Modbus exception (it is there, the register may
+not be). Read-only: one read of one holding register per unit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from drivers.base import Block, SourceError, SourceLinkError, SourceProtocolError
+from drivers.line import SerialLine, TcpLine
+from drivers.modbus_rtu import ModbusRtuSource
+from drivers.modbus_tcp import ModbusTcpSource
+from drivers.rtu_frame import LineTiming
+
+
+def parse_units(text: str) -> list[int]:
+    """`1-247`, `1,2,5-8` -> unit ids; ValueError with a message on a bad list."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        try:
+            a, b = int(lo), int(hi or lo)
+        except ValueError:
+            raise ValueError(f"bad unit list {text!r}: use e.g. 1-247 or 1,2,5-8") from None
+        if not 1 <= a <= b <= 247:
+            raise ValueError(f"bad unit range {part!r}: ids are 1..247")
+        out.extend(range(a, b + 1))
+    return sorted(set(out))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", help="serial port, e.g. /dev/serial/by-id/usb-FTDI_...")
+    p.add_argument("--baud", type=int, default=9600, help="serial speed (default 9600)")
+    p.add_argument("--parity", choices=("N", "E", "O"), default="N")
+    p.add_argument("--stopbits", type=int, choices=(1, 2), default=1)
+    p.add_argument("--host", help="Modbus TCP or RTU-over-TCP address (instead of --port)")
+    p.add_argument("--tcp-port", type=int, default=502, help="TCP port (default 502)")
+    p.add_argument("--rtu", action="store_true", help="with --host: RTU frames over TCP")
+    p.add_argument("--units", default="1-247", help="unit ids to try (default 1-247)")
+    p.add_argument("--timeout", type=float, default=0.2, help="seconds per unit (default 0.2)")
+
+
+async def scan(args: argparse.Namespace, units: Sequence[int]) -> list[int]:
+    source: ModbusRtuSource | ModbusTcpSource
+    if args.port:
+        timing = LineTiming(args.baud, 8, args.parity, args.stopbits)
+        line = SerialLine(args.port, args.baud, parity=args.parity, stopbits=args.stopbits)
+        source = ModbusRtuSource(
+            line, timeout=args.timeout, retries=0, timing=timing, physical=True, name="scan"
+        )
+    elif args.rtu:
+        tcp = TcpLine(args.host, args.tcp_port, connect_timeout=max(1.0, args.timeout))
+        source = ModbusRtuSource(tcp, timeout=args.timeout, retries=0, timing=None, name="scan")
+    else:
+        source = ModbusTcpSource(args.host, args.tcp_port, args.timeout, 0, "scan")
+    await source.connect()
+    found = []
+    try:
+        for unit in units:
+            try:
+                await source.read(Block(unit, "holding", 0, 1))
+            except SourceProtocolError:
+                pass  # an exception reply: the unit is there
+            except SourceLinkError:
+                raise
+            except SourceError:
+                continue
+            found.append(unit)
+            print(f"unit {unit}: answers", flush=True)
+    finally:
+        await source.close()
+    return found
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    if bool(args.port) == bool(args.host):
+        print("dust-agent scan: give --port (serial) or --host (TCP)", file=sys.stderr)
+        return 2
+    try:
+        units = parse_units(args.units)
+    except ValueError as exc:
+        print(f"dust-agent scan: {exc}", file=sys.stderr)
+        return 2
+    where = args.port or f"{args.host}:{args.tcp_port}"
+    print(f"scanning {len(units)} unit id(s) on {where} ...", flush=True)
+    try:
+        found = asyncio.run(scan(args, units))
+    except SourceLinkError as exc:
+        print(f"dust-agent scan: {exc}", file=sys.stderr)
+        return 1
+    ids = ", ".join(map(str, found)) or "none"
+    print(f"responding unit ids: {ids}")
+    return 0

@@ -1,0 +1,97 @@
+"""MQTT over TLS with a test CA and a client certificate (real mosquitto); a wrong CA refused."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.model import SiteSpec, TlsSpec, UplinkSpec
+from agent.mqtt import MqttUplink, UplinkError
+from firmware_sim.harness import Broker, HarnessError, mosquitto_path
+
+pytestmark = pytest.mark.integration
+SITE = SiteSpec("E100", "gw-1")
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_ca(d: Path, name: str) -> None:
+    key, crt = f"{name}.key", f"{name}.crt"
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", f"/CN={name}", "-keyout", key, "-out", crt, cwd=d)  # fmt: skip
+
+
+def issue(d: Path, ca: str, name: str, *, server: bool) -> None:
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)  # fmt: skip
+    ext = d / f"{name}.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n" if server else "extendedKeyUsage=clientAuth\n")
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-days", "2", "-extfile", ext.name,
+            "-out", f"{name}.crt", cwd=d)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("pki")
+    make_ca(d, "ca")
+    make_ca(d, "otherca")
+    issue(d, "ca", "server", server=True)
+    issue(d, "ca", "client", server=False)
+    for f in d.glob("*.key"):
+        f.chmod(0o644)  # mosquitto may drop privileges before reading them
+    return d
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path, pki: Path) -> Iterator[Broker]:
+    try:
+        mosquitto_path()
+    except HarnessError as exc:
+        pytest.fail(str(exc))
+    tls = {"cafile": pki / "ca.crt", "certfile": pki / "server.crt", "keyfile": pki / "server.key"}
+    b = Broker(tmp_path / "tls-broker", tls=tls)
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop(hard=True)
+
+
+def spec(port: int, tls: TlsSpec) -> UplinkSpec:
+    return UplinkSpec("127.0.0.1", port, "dust", "gw-1", publish_timeout=5.0, tls=tls)
+
+
+async def test_tls_with_client_certificate_publishes(tls_broker: Broker, pki: Path) -> None:
+    tls = TlsSpec(pki / "ca.crt", pki / "client.crt", pki / "client.key")
+    up = MqttUplink(spec(tls_broker.port, tls), SITE)
+    assert up.target.startswith("mqtts://")
+    await up.connect()
+    try:
+        await up.publish("dust/E100/gw-1/telemetry", b"{}")  # returns after the PUBACK
+    finally:
+        await up.close(clean=True)
+
+
+async def test_wrong_ca_is_refused_with_a_clear_message(tls_broker: Broker, pki: Path) -> None:
+    tls = TlsSpec(pki / "otherca.crt", pki / "client.crt", pki / "client.key")
+    up = MqttUplink(spec(tls_broker.port, tls), SITE)
+    with pytest.raises(UplinkError) as info:
+        await up.connect()
+    text = str(info.value)
+    assert text.startswith(f"TLS: MQTT broker 127.0.0.1:{tls_broker.port} presented a certificate")
+    assert str(pki / "otherca.crt") in text and "uplink.ca_file" in text
+    await up.close(clean=False)
+
+
+async def test_missing_client_certificate_is_explained(tls_broker: Broker, pki: Path) -> None:
+    up = MqttUplink(spec(tls_broker.port, TlsSpec(pki / "ca.crt")), SITE)
+    with pytest.raises(UplinkError) as info:
+        await up.connect()
+    assert "127.0.0.1" in str(info.value)
+    await up.close(clean=False)
