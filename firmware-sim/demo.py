@@ -268,9 +268,10 @@ class Demo:
             log.close()
         self.say(f"dust-sim demo: agent started: {shlex.join(cmd)}")
         self.say(
-            "dust-sim demo: watch unit 1 (DC-1): its hopper starts smouldering at ~10 s and "
-            "passes 60 °C (warning) at ~32 s and 70 °C (alarm) at ~42 s, ~60x faster than a "
-            f"real smoulder; running for {self.seconds:g} s (Ctrl-C stops early)"
+            "dust-sim demo: watch unit 1 (DC-1): its hopper starts smouldering at ~10 s; the "
+            "rate-of-rise alarm comes first (~15 s), then it passes 60 °C (warning) at ~32 s "
+            "and 70 °C (alarm) at ~42 s, ~60x faster than a real smoulder; running for "
+            f"{self.seconds:g} s (Ctrl-C stops early)"
         )
 
     async def _watch(self, stop: asyncio.Event, t0: float) -> None:
