@@ -271,6 +271,48 @@ def _when_origin(
     return pack_file, f"defaults.{field}"
 
 
+@dataclass(frozen=True)
+class _RefContext:
+    """What resolving a point reference (`when`, `minus`) needs to name the error's origin."""
+
+    raw: RawConfig
+    pack: RawRulesPack
+    cfg_file: Path
+    pack_file: Path
+    by_name: dict[str, int]  # "device.key" -> point index
+    dev_index: dict[str, int]  # device name -> position in raw.devices
+
+
+def _resolve_ref(ctx: _RefContext, spec: PointSpec, loc: Any, field: str, ref: str) -> int:
+    """The index of the point `ref` names for `spec` (own device key or "device.key")."""
+    target = ctx.by_name.get(ref if "." in ref else f"{spec.device}.{ref}")
+    if target is not None and target != spec.index:
+        return target
+    file, path = _when_origin(
+        ctx.raw,
+        ctx.pack,
+        ctx.dev_index[spec.device],
+        spec,
+        loc_file=loc.file,
+        loc_path=loc.path,
+        cfg_file=ctx.cfg_file,
+        pack_file=ctx.pack_file,
+        field=field,
+    )
+    own = sorted(k.split(".", 1)[1] for k in ctx.by_name if k.startswith(spec.device + "."))
+    hint = difflib.get_close_matches(ref, [*own, *ctx.by_name], n=1)
+    advice = f" (did you mean '{hint[0]}'?)" if hint else ""
+    itself = "a point cannot gate itself" if field == "when" else "is the point itself"
+    why = itself if target == spec.index else "names no point"
+    raise ConfigError(
+        file,
+        path,
+        f"{field} = '{ref}' for {spec.device}.{spec.key} {why}{advice}; use a key of "
+        f"device {spec.device} ({', '.join(own)}), or 'device.key', or set "
+        f'override.{spec.key}.rule.{field} = "off"',
+    )
+
+
 def resolve_gates(
     raw: RawConfig,
     located: Sequence[tuple[PointSpec, Any]],
@@ -280,8 +322,14 @@ def resolve_gates(
 ) -> list[PointSpec]:
     """Resolve each point's `when` and `minus` ("key" on its own device, or "device.key") to
     point indices, and `stale_polls` to seconds with its bus's poll interval."""
-    by_name = {f"{s.device}.{s.key}": s.index for s, _ in located}
-    dev_index = {d.name: i for i, d in enumerate(raw.devices)}
+    ctx = _RefContext(
+        raw,
+        pack,
+        cfg_file,
+        pack_file,
+        by_name={f"{s.device}.{s.key}": s.index for s, _ in located},
+        dev_index={d.name: i for i, d in enumerate(raw.devices)},
+    )
     polls = {b.name: b.poll_interval for b in raw.buses}
     out: list[PointSpec] = []
     for spec, loc in located:
@@ -290,58 +338,9 @@ def resolve_gates(
         if r.stale_polls is not None:
             changes["stale_after"] = r.stale_polls * polls[spec.bus]
         if r.when_ref is not None:
-            ref = r.when_ref
-            target = by_name.get(ref if "." in ref else f"{spec.device}.{ref}")
-            if target is None or target == spec.index:
-                file, path = _when_origin(
-                    raw,
-                    pack,
-                    dev_index[spec.device],
-                    spec,
-                    loc_file=loc.file,
-                    loc_path=loc.path,
-                    cfg_file=cfg_file,
-                    pack_file=pack_file,
-                )
-                own = sorted(k.split(".", 1)[1] for k in by_name if k.startswith(spec.device + "."))
-                hint = difflib.get_close_matches(ref, [*own, *by_name], n=1)
-                advice = f" (did you mean '{hint[0]}'?)" if hint else ""
-                why = "a point cannot gate itself" if target == spec.index else "names no point"
-                raise ConfigError(
-                    file,
-                    path,
-                    f"when = '{ref}' for {spec.device}.{spec.key} {why}{advice}; use a key of "
-                    f"device {spec.device} ({', '.join(own)}), or 'device.key', or set "
-                    f'override.{spec.key}.rule.when = "off"',
-                )
-            changes["when"] = target
+            changes["when"] = _resolve_ref(ctx, spec, loc, "when", r.when_ref)
         if r.minus_ref is not None:
-            ref = r.minus_ref
-            target = by_name.get(ref if "." in ref else f"{spec.device}.{ref}")
-            if target is None or target == spec.index:
-                file, path = _when_origin(
-                    raw,
-                    pack,
-                    dev_index[spec.device],
-                    spec,
-                    loc_file=loc.file,
-                    loc_path=loc.path,
-                    cfg_file=cfg_file,
-                    pack_file=pack_file,
-                    field="minus",
-                )
-                own = sorted(k.split(".", 1)[1] for k in by_name if k.startswith(spec.device + "."))
-                hint = difflib.get_close_matches(ref, [*own, *by_name], n=1)
-                advice = f" (did you mean '{hint[0]}'?)" if hint else ""
-                why = "is the point itself" if target == spec.index else "names no point"
-                raise ConfigError(
-                    file,
-                    path,
-                    f"minus = '{ref}' for {spec.device}.{spec.key} {why}{advice}; use a key of "
-                    f"device {spec.device} ({', '.join(own)}), or 'device.key', or set "
-                    f'override.{spec.key}.rule.minus = "off"',
-                )
-            changes["minus"] = target
+            changes["minus"] = _resolve_ref(ctx, spec, loc, "minus", r.minus_ref)
         out.append(
             dataclasses.replace(spec, rules=dataclasses.replace(r, **changes)) if changes else spec
         )
