@@ -65,6 +65,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"client id {cfg.uplink.client_id}"
     )
     print(f"storage {cfg.storage.dir} (outbox cap {cfg.storage.max_bytes // (1024 * 1024)} MiB)")
+    for pl in cfg.platforms:
+        print(
+            f"platform {pl.name} ({pl.profile}) {pl.url} qybm {pl.enterprise_code} wgbm "
+            f"{pl.gateway_code}: {len(pl.codes)} point(s) every {pl.period:g} s, alarms at once"
+        )
     print()
     print(format_plan(compile_config_plan(cfg), cfg.points))
     print()
@@ -147,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="the snapshot as JSON, for scripts")
     status.set_defaults(func=cmd_status)
+    from agent.platforms.receiver import add_arguments as rehearse_arguments
+    from agent.platforms.receiver import cmd_rehearse
+
+    rehearse = sub.add_parser(
+        "platform-rehearse",
+        help="a reference platform receiver on this box: decrypts, checks and prints uploads",
+    )
+    rehearse_arguments(rehearse)
+    rehearse.set_defaults(func=cmd_rehearse)
     return parser
 
 

@@ -5,6 +5,9 @@ quarantined (it stopped answering), cleared when it answers again. The pollers c
 from their task; the supervisor's rules stage `drain()`s the events with the next frames and
 routes them like every other alarm (journal + outbox alarm stream). The queue is capped: a
 flapping line cannot grow it without bound; what is dropped is counted.
+
+Bus links: `BusLinkEvents` turns the pollers' LinkChanges into `bus_down` / `bus_up` gateway
+events (event stream, docs/payloads.md), drained by the same rules stage.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 from collections import deque
 
 from agent.model import AlarmEvent
-from agent.poller import DeviceChange
+from agent.outbox import Entry
+from agent.payload import encode_event
+from agent.poller import DeviceChange, LinkChange
 
 MAX_PENDING = 10_000
 
@@ -64,6 +69,35 @@ class CommAlarms:
             self._pending.append(ev)
 
     def drain(self) -> list[AlarmEvent]:
+        out = list(self._pending)
+        self._pending.clear()
+        return out
+
+
+def link_event(change: LinkChange) -> Entry:
+    """`bus_down` {bus, reason} or `bus_up` {bus, outage_s} as an event-stream entry."""
+    if change.down:
+        return encode_event("bus_down", {"bus": change.bus, "reason": change.reason}, change.ts)
+    data = {"bus": change.bus, "outage_s": round(change.outage_s, 1)}
+    return encode_event("bus_up", data, change.ts)
+
+
+class BusLinkEvents:
+    """Pending bus_down / bus_up events between the pollers and the rules stage (bounded: a
+    flapping link drops the oldest and counts them)."""
+
+    def __init__(self, cap: int = MAX_PENDING) -> None:
+        self._pending: deque[Entry] = deque()
+        self.cap = cap
+        self.dropped = 0
+
+    def note(self, change: LinkChange) -> None:
+        if len(self._pending) >= self.cap:
+            self._pending.popleft()
+            self.dropped += 1
+        self._pending.append(link_event(change))
+
+    def drain(self) -> list[Entry]:
         out = list(self._pending)
         self._pending.clear()
         return out

@@ -118,6 +118,9 @@ class Forwarder:
         self.backlog = TokenBucket(spec.backlog_rate, max(spec.backlog_rate, 1.0))
         self.stats = ForwarderStats()
         self._down_since: float | None = None  # monotonic time of the first failure in a row
+        # a failed publish_side: an idle drain loop (nothing stored, e.g. the disk is full)
+        # would not notice the dead link otherwise, so the health messages would stop for good
+        self._side_error: UplinkError | None = None
 
     def _default_topic(self, stream: str) -> str:
         site = self.site
@@ -129,8 +132,9 @@ class Forwarder:
             return False
         try:
             await self.uplink.publish(topic, payload)
-        except UplinkError:
-            return False  # the drain loop sees the same failure and reconnects
+        except UplinkError as exc:
+            self._side_error = exc  # the drain loop reconnects on its next turn
+            return False
         return True
 
     async def run(self) -> None:
@@ -166,6 +170,7 @@ class Forwarder:
             await self.uplink.close(clean=False)
             return False
         self.backoff.connected()
+        self._side_error = None
         self.stats.connects += 1
         self.stats.connected = True
         if self._down_since is not None:
@@ -196,6 +201,8 @@ class Forwarder:
             while True:
                 honour_cancel()
                 self.stats.last_progress = time.monotonic()
+                if self._side_error is not None:
+                    raise self._side_error
                 await self._reap(inflight, block=len(inflight) >= spec.max_inflight)
                 batch = await self.outbox.begin(
                     spec.max_records_per_message,

@@ -34,6 +34,7 @@ class StoreGuard:
         self.held: deque[Entry] = deque()
         self.error: str | None = None  # the current storage error, None when writes work
         self.failed_since: float | None = None
+        self.failures = 0  # times writes started failing (one per outage), ever
         self.dropped_records = 0  # telemetry (and overflowing held entries) lost, ever
         self._lost: list[float] = []  # [records, from_ts, to_ts] of the current failure
         self._next_try = 0.0
@@ -63,6 +64,7 @@ class StoreGuard:
         self._next_try = time.monotonic() + RETRY_EVERY
         if self.error is None:
             self.failed_since = time.time()
+            self.failures += 1
             log.error("%s", exc)
         self.error = str(exc)
         self._hold(entries)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
 import orjson
@@ -19,8 +20,9 @@ import orjson
 from agent.forwarder import Forwarder
 from agent.guard import StoreGuard
 from agent.model import AgentConfig
-from agent.outbox import Outbox
+from agent.outbox import PRIMARY, Outbox, OutboxStats
 from agent.payload import WIRE_VERSION
+from agent.platforms.forwarder import PlatformForwarder
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class Health:
         self.cfg, self.outbox, self.forwarder = cfg, outbox, forwarder
         self.guard, self.status = guard, status
         self.sent = 0  # health messages published
+        self.platforms: Sequence[PlatformForwarder] = ()  # [[platforms]] uplinks
 
     async def snapshot(self) -> dict[str, Any]:
         stats = await self.outbox.stats()
@@ -70,8 +73,30 @@ class Health:
             "max_bytes": self.outbox.max_bytes,
             "outbox_replaced": stats.replaced,
             "storage_error": guard.error if guard else None,
+            "storage_failures": guard.failures if guard else 0,
             "held_in_memory": len(guard.held) if guard else 0,
+            "uplinks": self._uplinks(stats),
         }
+
+    def _uplinks(self, stats: OutboxStats) -> dict[str, Any]:
+        """Each uplink on its own: MQTT and every platform, with its own pending records."""
+        fw = self.forwarder.stats
+        mine = stats.pending_by_consumer
+        mqtt = mine.get(PRIMARY, stats.pending_records)
+        out: dict[str, Any] = {
+            PRIMARY: {
+                "target": self.forwarder.uplink.target,
+                "connected": fw.connected,
+                "acknowledged_records": fw.records,
+                "pending": mqtt,
+                "pending_records": sum(mqtt.values()),
+                "failures": fw.failures,
+                "last_error": fw.last_error or None,
+            }
+        }
+        for pf in self.platforms:
+            out[pf.name] = pf.snapshot(mine.get(pf.name, stats.pending_records))
+        return out
 
     def message(self, snap: dict[str, Any], now: float | None = None) -> bytes:
         site = self.cfg.site

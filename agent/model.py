@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from agent.platforms.spec import PlatformSpec
 from agent.rulespec import NO_RULES, PointRules
 from drivers.base import Table
 
@@ -98,6 +99,9 @@ class PointSpec:
     rules: PointRules = NO_RULES  # trend, window, state, quality and lifecycle rules
     bit: int | None = None  # a bit (0-15) of a 16-bit register: value 0 or 1
     read_mode: ReadMode = "block"  # "point": the device rejects multi-register reads
+    # True when `code` was set in the config or profile (override.<key>.code or a point's
+    # code); False when it defaulted to "device.key". Platforms need explicit codes.
+    code_explicit: bool = False
 
     @property
     def width(self) -> int:
@@ -198,6 +202,7 @@ class AgentConfig:
     points: tuple[PointSpec, ...]
     uplink: UplinkSpec
     storage: StorageSpec
+    platforms: tuple[PlatformSpec, ...] = ()  # [[platforms]]: HTTP uplinks beside MQTT
 
     def points_of_bus(self, bus: str) -> tuple[PointSpec, ...]:
         return tuple(p for p in self.points if p.bus == bus)

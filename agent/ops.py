@@ -113,7 +113,7 @@ class Ops:
                 log.warning(
                     "wall clock jumped %+.3f s (monotonic scheduling is unaffected)", jump.step
                 )
-                await self.agent.outbox.put([encode_event("clock_jump", jump.to_event())])
+                await self.agent.store.put([encode_event("clock_jump", jump.to_event())])
             await asyncio.sleep(CLOCK_CHECK)
 
     async def _sync_changed(self, before: bool | None) -> None:
@@ -127,7 +127,7 @@ class Ops:
                 source,
             )
         if before is not None or not state:
-            await self.agent.outbox.put(
+            await self.agent.store.put(
                 [encode_event("clock_sync", {"synced": state, "source": source})]
             )
 

@@ -62,6 +62,18 @@ class DeviceChange:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class LinkChange:
+    """A bus's link (serial port, TCP socket) was lost or could not be opened (`down`), or is
+    open again after such an outage: one of each per outage, never one per retry."""
+
+    bus: str
+    down: bool
+    ts: float  # wall clock of the transition
+    reason: str  # down: why (the driver's message); up: ""
+    outage_s: float = 0.0  # up: how long the link was down (monotonic seconds)
+
+
 @dataclass(slots=True)
 class _ReadOp:
     """One request of the cycle: its block, where it lands in the buffer, the points it serves."""
@@ -75,7 +87,8 @@ class BusPoller:
     """Polls one bus. `run()` owns the source: it connects, reconnects, and closes it on exit.
 
     Every cycle emits exactly one Frame covering all the plan's points, whatever failed.
-    Dead units are quarantined (agent.quarantine) and reported through `on_device`; a block
+    Dead units are quarantined (agent.quarantine) and reported through `on_device`, a lost
+    link and its return through `on_link` (both called from the bus task); a block
     that gets an illegal-address exception is bisected once to find the offending points,
     which are marked bad (quality PROTOCOL, no longer read) while the rest is read as before.
     """
@@ -89,6 +102,7 @@ class BusPoller:
         clock_synced: Callable[[], bool] = lambda: True,
         backoff: Backoff | None = None,
         on_device: Callable[[DeviceChange], None] | None = None,
+        on_link: Callable[[LinkChange], None] | None = None,
     ) -> None:
         bus = plan.bus
         if bus.poll_interval <= 0:
@@ -99,6 +113,7 @@ class BusPoller:
         self._emit = emit
         self._clock_synced = clock_synced
         self._on_device = on_device
+        self._on_link = on_link
         self._backoff = backoff or Backoff(0.5, 30.0, 60.0, jitter="equal")
         self.health = DeviceHealth(bus.quarantine_after, bus.quarantine_first, bus.quarantine_max)
         n = len(plan.point_index)
@@ -305,6 +320,7 @@ class BusPoller:
             if self._link_down_since is None:  # first failure: say it once
                 self._link_down_since = now
                 log.warning("bus %r: %s; retrying in the background", self.plan.bus.name, exc)
+                self._link_changed(LinkChange(self.plan.bus.name, True, time.time(), str(exc)))
             else:
                 log.debug("bus %r: reconnect failed: %s", self.plan.bus.name, exc)
             return
@@ -314,11 +330,9 @@ class BusPoller:
         if self._ever_connected:
             self.stats.reconnects += 1
         if self._link_down_since is not None:
-            log.info(
-                "bus %r: connected again after %.1f s",
-                self.plan.bus.name,
-                now - self._link_down_since,
-            )
+            outage = now - self._link_down_since
+            log.info("bus %r: connected again after %.1f s", self.plan.bus.name, outage)
+            self._link_changed(LinkChange(self.plan.bus.name, False, time.time(), "", outage))
         self._link_down_since = None
         self._ever_connected = True
 
@@ -329,6 +343,11 @@ class BusPoller:
         if self._link_down_since is None:
             self._link_down_since = now
             log.warning("bus %r: %s; reconnecting", self.plan.bus.name, reason)
+            self._link_changed(LinkChange(self.plan.bus.name, True, time.time(), reason))
+
+    def _link_changed(self, change: LinkChange) -> None:
+        if self._on_link is not None:
+            self._on_link(change)
 
     def _op_failed(self, op: _ReadOp, reason: str) -> None:
         n = self._failing[op.block] = self._failing.get(op.block, 0) + 1

@@ -62,6 +62,9 @@ async def reload_config(agent: Agent) -> bool:
     if new.storage != old.storage:
         new = dataclasses.replace(new, storage=old.storage)
         notes.append("[storage] changes take effect after a restart")
+    if new.platforms != old.platforms:
+        new = dataclasses.replace(new, platforms=old.platforms)
+        notes.append("[[platforms]] changes take effect after a restart")
     sd_notify("RELOADING=1")
     await agent.stop_pollers()
     engine = RuleEngine(new.points)
@@ -85,7 +88,7 @@ async def reload_config(agent: Agent) -> bool:
         "alarm_state_carried": carried,
         "notes": notes,
     }
-    await agent.outbox.put([encode_event("config_reloaded", data)])
+    await agent.store.put([encode_event("config_reloaded", data)])
     agent.ops.record_reload({"ok": True, "ts": round(time.time() * 1000), **data})
     log.info(
         "config reloaded from %s in %.2f s: %d points (+%d, -%d)%s",
@@ -104,7 +107,7 @@ async def reload_config(agent: Agent) -> bool:
 async def _rejected(agent: Agent, reason: str) -> None:
     log.error("config reload rejected, still running the previous config: %s", reason)
     data = {"file": str(agent.cfg.path), "error": reason}
-    await agent.outbox.put([encode_event("config_rejected", data)])
+    await agent.store.put([encode_event("config_rejected", data)])
     agent.ops.record_reload({"ok": False, "ts": round(time.time() * 1000), **data})
     await agent.ops.write_status()
 

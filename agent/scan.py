@@ -40,10 +40,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tcp-port", type=int, default=502, help="TCP port (default 502)")
     p.add_argument("--rtu", action="store_true", help="with --host: RTU frames over TCP")
     p.add_argument("--units", default="1-247", help="unit ids to try (default 1-247)")
-    p.add_argument("--timeout", type=float, default=0.2, help="seconds per unit (default 0.2)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=0.2,
+        help="seconds to wait for each unit (default 0.2); on RTU a silent unit costs about "
+        "twice this: the wait, then a quiet guard so a late reply cannot collide with the next "
+        "request",
+    )
 
 
-async def scan(args: argparse.Namespace, units: Sequence[int]) -> list[int]:
+def worst_case_s(args: argparse.Namespace, n_units: int) -> float:
+    """About the longest the scan can take: every unit silent."""
+    timeout: float = args.timeout
+    return n_units * timeout * (1 if args.host and not args.rtu else 2)
+
+
+async def scan(args: argparse.Namespace, units: Sequence[int], found: list[int]) -> None:
+    """Probe `units` in order, appending those that answer to `found` (kept on interrupt)."""
     source: ModbusRtuSource | ModbusTcpSource
     if args.port:
         timing = LineTiming(args.baud, 8, args.parity, args.stopbits)
@@ -57,7 +71,6 @@ async def scan(args: argparse.Namespace, units: Sequence[int]) -> list[int]:
     else:
         source = ModbusTcpSource(args.host, args.tcp_port, args.timeout, 0, "scan")
     await source.connect()
-    found = []
     try:
         for unit in units:
             try:
@@ -72,12 +85,17 @@ async def scan(args: argparse.Namespace, units: Sequence[int]) -> list[int]:
             print(f"unit {unit}: answers", flush=True)
     finally:
         await source.close()
-    return found
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
     if bool(args.port) == bool(args.host):
         print("dust-agent scan: give --port (serial) or --host (TCP)", file=sys.stderr)
+        return 2
+    if args.rtu and not args.host:
+        print("dust-agent scan: --rtu (RTU over TCP) goes with --host", file=sys.stderr)
+        return 2
+    if not args.timeout > 0:
+        print("dust-agent scan: --timeout must be > 0", file=sys.stderr)
         return 2
     try:
         units = parse_units(args.units)
@@ -85,12 +103,18 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print(f"dust-agent scan: {exc}", file=sys.stderr)
         return 2
     where = args.port or f"{args.host}:{args.tcp_port}"
-    print(f"scanning {len(units)} unit id(s) on {where} ...", flush=True)
+    worst = worst_case_s(args, len(units))
+    print(f"scanning {len(units)} unit id(s) on {where} (at most ~{worst:.0f} s) ...", flush=True)
+    found: list[int] = []
     try:
-        found = asyncio.run(scan(args, units))
+        asyncio.run(scan(args, units, found))
     except SourceLinkError as exc:
         print(f"dust-agent scan: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        ids = ", ".join(map(str, found)) or "none"
+        print(f"dust-agent scan: interrupted; units answering so far: {ids}", file=sys.stderr)
+        return 130
     ids = ", ".join(map(str, found)) or "none"
     print(f"responding unit ids: {ids}")
     return 0

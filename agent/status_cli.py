@@ -116,6 +116,15 @@ def to_table(doc: dict[str, Any], now: float | None = None) -> str:
         + ("connected" if u.get("connected") else "DISCONNECTED")
         + (f" (last error: {u['last_error']})" if u.get("last_error") else "")
     )
+    for name, pu in (doc.get("health", {}).get("uplinks") or {}).items():
+        if name == "mqtt":
+            continue  # the line above
+        state = "accepting" if pu.get("connected") else "NOT ACCEPTING"
+        lines.append(
+            f"  platform {name} ({pu.get('profile', '?')}) {pu.get('target', '?')} {state}; "
+            f"pending {pu.get('pending_records', 0)}, {pu.get('requests', 0)} requests accepted"
+            + (f" (last error: {pu['last_error']})" if pu.get("last_error") else "")
+        )
     o = doc.get("outbox", {})
     pend = o.get("pending_records", {})
     lines.append(
@@ -124,6 +133,24 @@ def to_table(doc: dict[str, Any], now: float | None = None) -> str:
         + f"; oldest unsent {_age(o.get('oldest_unsent_age_s'))}"
         + f"; {o.get('db_bytes', 0) / 2**20:.1f} MiB; dropped {o.get('dropped_records', 0)}"
     )
+    h = doc.get("health")
+    if h:  # agent.health: delivery counters since start (docs/payloads.md#health)
+        lines.append(
+            f"  delivery published {h.get('published', 0)}, acknowledged"
+            f" {h.get('acknowledged', 0)} messages ({h.get('acknowledged_records', 0)} records);"
+            f" pending {h.get('pending_records', 0)}; dropped {h.get('dropped_records', 0)};"
+            f" oldest unsent {_age(h.get('oldest_unsent_age_s'))};"
+            f" reconnects {h.get('reconnects', 0)}"
+        )
+        if h.get("storage_error") or h.get("storage_failures"):
+            lines.append(
+                f"  storage  {h.get('storage_failures', 0)} write failure(s) since start; "
+                + (
+                    f"FAILING NOW: {h['storage_error']} ({h.get('held_in_memory', 0)} held)"
+                    if h.get("storage_error")
+                    else "writes work now"
+                )
+            )
     lines.append("")
     lines.append(f"  {'bus / device':<24} {'unit':>4}  {'state':<11} last good read")
     for bus in doc.get("buses", []):

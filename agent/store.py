@@ -38,6 +38,7 @@ LOW_WATER: Final = 0.9  # after a drop, the database is brought under this share
 JOURNAL_SIZE_LIMIT: Final = 8 * 1024 * 1024
 SEQ_BYTES: Final = 12  # what one record's seq costs in a message, for the byte budget
 _MAX_ID: Final = 1 << 62
+REOPEN_EVERY: Final = 1.0  # seconds between attempts to open a database that cannot be written
 
 _T = TypeVar("_T")
 
@@ -53,7 +54,17 @@ CREATE TABLE IF NOT EXISTS outbox(
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_stream_id ON outbox(stream, id);
+CREATE TABLE IF NOT EXISTS acked(
+    uplink TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    PRIMARY KEY (uplink, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS acked_id ON acked(id);
 """
+# `acked` holds, with several consumers (uplinks), the rows that some consumers have
+# acknowledged and others not yet; a row is deleted once every consumer has acknowledged it.
+# With one consumer it stays empty and acks delete rows directly, as before.
+PRIMARY: Final = "mqtt"  # the first consumer's name (the MQTT uplink)
 
 # SQLite primary result codes (extended codes carry them in the low byte)
 _CORRUPT = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
@@ -122,6 +133,7 @@ class Batch:
     rows: tuple[Row, ...]
     backfill: bool = False
     gen: int = 0
+    consumer: str = PRIMARY  # the uplink that leased it (see Outbox consumers)
 
     @property
     def records(self) -> int:
@@ -142,6 +154,8 @@ class OutboxStats:
     # wall-clock time (epoch s) of the oldest pending row, per stream that has any
     oldest_ts: dict[str, float] = field(default_factory=dict)
     replaced: int = 0  # corrupt databases moved aside since start
+    # records per stream not yet acknowledged by each consumer (only with several consumers)
+    pending_by_consumer: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def event_body(kind: str, data: dict[str, object], ts: float) -> bytes:
@@ -162,25 +176,55 @@ class _Leases:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+@dataclass(slots=True)
+class _View:
+    """One consumer's leases and live boundary (rows with id <= boundary are its backlog)."""
+
+    leases: _Leases = field(default_factory=_Leases)
+    boundary: int = 0
+
+
 class Store:
     """The SQLite database behind an Outbox. Not thread-safe: one worker thread calls it."""
 
-    def __init__(self, path: Path, max_bytes: int, sync_interval: float = 10.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_bytes: int,
+        sync_interval: float = 10.0,
+        consumers: tuple[str, ...] = (PRIMARY,),
+    ) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.sync_interval = sync_interval
         self.gen = 0
         self.replaced = 0
-        self.boundary = 0  # rows with id <= boundary are backlog
-        self.leases = _Leases()
+        if not consumers or len(set(consumers)) != len(consumers):
+            raise ValueError(f"consumers must be distinct names, got {consumers!r}")
+        self.consumers = consumers
+        self.views = {c: _View() for c in consumers}
+        self.multi = len(consumers) > 1
+        # records acknowledged by a consumer whose rows others still need: [rows, records]
+        self._acked: dict[str, dict[str, list[int]]] = {}
+        self._recount = False
         self._con: sqlite3.Connection | None = None
         self._pending: dict[str, list[int]] = {s: [0, 0] for s in STREAMS}
         self._last_full_sync = 0.0
+        # set while the database cannot be opened for writing (read-only or full disk at
+        # start); every call retries the open, at most every REOPEN_EVERY seconds
+        self.unavailable: OutboxWriteError | None = None
+        self._reopen_at = 0.0
 
     # -- guarded entry point -----------------------------------------------------------------
 
     def call(self, fn: Callable[..., _T], *args: object) -> _T:
-        """Run one operation; translate errors; replace a corrupt database and retry once."""
+        """Run one operation; translate errors; replace a corrupt database and retry once.
+
+        While the database cannot be opened (see `open`), writes raise that OutboxWriteError
+        and reads answer as for an empty outbox: nothing stored can be read either.
+        """
+        if self.unavailable is not None and not self._reopen():
+            return self._unavailable(fn)
         try:
             return fn(*args)
         except sqlite3.Error as exc:
@@ -203,13 +247,64 @@ class Store:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (or create) the database. One that cannot be written (read-only filesystem,
+        full disk) does not fail the open: the agent must keep polling and hold its alarms
+        (agent.guard), so `unavailable` is set and every later call retries the open."""
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._open()
+            self.unavailable = None
+        except OSError as exc:
+            self._open_failed(OutboxWriteError(f"cannot open {self.path}: {exc}", "os error"))
         except sqlite3.Error as exc:
             if _code(exc) not in _CORRUPT:
-                raise self._translate(exc) from exc
+                err = self._translate(exc)
+                if not isinstance(err, OutboxWriteError):
+                    raise err from exc
+                self._open_failed(err)
+                return
             self._replace(exc)
+
+    def _open_failed(self, err: OutboxWriteError) -> None:
+        if self.unavailable is None:
+            log.error("%s; opening it again every %g s", err, REOPEN_EVERY)
+        self.unavailable = err
+        self._reopen_at = time.monotonic() + REOPEN_EVERY
+
+    def _reopen(self) -> bool:
+        """Try the deferred open again (rate-limited); True once the database is open."""
+        if time.monotonic() < self._reopen_at:
+            return False
+        self.open()
+        if self.unavailable is not None:
+            return False
+        # every row in it was stored before this process could read it: all of it is backlog
+        for consumer in self.consumers:
+            self.set_boundary(None, consumer)
+        log.warning("outbox database %s is open and writable now", self.path)
+        return True
+
+    def _unavailable(self, fn: Callable[..., _T]) -> _T:
+        err = self.unavailable
+        assert err is not None
+        name = getattr(fn, "__name__", "")
+        if name in ("put", "delete"):
+            raise err
+        empty: dict[str, object] = {
+            "begin": None,
+            "set_boundary": 0,
+            "has_pending": False,
+            "stats": OutboxStats(
+                pending_rows=dict.fromkeys(STREAMS, 0),
+                pending_records=dict.fromkeys(STREAMS, 0),
+                next_seq={},
+                db_bytes=0,
+                dropped_records=0,
+            ),
+        }
+        if name not in empty:
+            raise err
+        return empty[name]  # type: ignore[return-value]
 
     def _open(self, first_seq: dict[str, int] | None = None) -> None:
         con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
@@ -240,6 +335,7 @@ class Store:
                 "INSERT OR IGNORE INTO streams VALUES (?, ?)",
                 [(s, seqs.get(s, 1)) for s in STREAMS],
             )
+            self._settle_acks(con)
             con.execute("COMMIT")
             pending: dict[str, list[int]] = {s: [0, 0] for s in STREAMS}
             for stream, rows, records in con.execute(
@@ -251,6 +347,53 @@ class Store:
             raise
         self._con = con
         self._pending = pending
+        self._count_acked()
+
+    def _settle_acks(self, con: sqlite3.Connection) -> None:
+        """After a change of the configured consumers: forget acks of consumers that are gone
+        and delete the rows that every configured consumer has acknowledged."""
+        marks = ",".join("?" * len(self.consumers))
+        con.execute(f"DELETE FROM acked WHERE uplink NOT IN ({marks})", self.consumers)
+        con.execute(
+            "DELETE FROM outbox WHERE id IN "
+            "(SELECT id FROM acked GROUP BY id HAVING count(*) >= ?)",
+            (len(self.consumers),),
+        )
+        con.execute("DELETE FROM acked WHERE id NOT IN (SELECT id FROM outbox)")
+
+    def _count_acked(self) -> None:
+        self._acked = {c: {s: [0, 0] for s in STREAMS} for c in self.consumers}
+        if not self.multi:
+            return
+        for uplink, stream, rows, records in self.db.execute(
+            "SELECT a.uplink, o.stream, count(*), coalesce(sum(o.n), 0) "
+            "FROM acked a JOIN outbox o ON o.id = a.id GROUP BY a.uplink, o.stream"
+        ):
+            self._acked[uplink][stream] = [int(rows), int(records)]
+
+    @property
+    def leases(self) -> _Leases:
+        """The first consumer's leases."""
+        return self.views[self.consumers[0]].leases
+
+    @property
+    def boundary(self) -> int:
+        return self.views[self.consumers[0]].boundary
+
+    def view(self, consumer: str | None) -> _View:
+        try:
+            return self.views[consumer or self.consumers[0]]
+        except KeyError:
+            raise OutboxError(
+                f"outbox {self.path} has no consumer {consumer!r} (configured: "
+                f"{', '.join(self.consumers)})"
+            ) from None
+
+    def clear_leases(self) -> None:
+        for v in self.views.values():
+            with v.leases.lock:
+                v.leases.ids.clear()
+                v.leases.cursor.clear()
 
     def close(self) -> None:
         if self._con is not None:
@@ -273,10 +416,9 @@ class Store:
         self._open(first)
         self.gen += 1
         self.replaced += 1
-        with self.leases.lock:
-            self.leases.ids.clear()
-            self.leases.cursor.clear()
-        self.boundary = 0
+        self.clear_leases()
+        for v in self.views.values():
+            v.boundary = 0
         log.error(
             "outbox database %s was corrupt (%s): moved aside to %s and started a new one; "
             "its undelivered records are lost",
@@ -373,8 +515,10 @@ class Store:
         """
         db = self.db
         target = int(self.max_bytes * LOW_WATER)
-        with self.leases.lock:
-            leased = set(self.leases.ids)
+        leased: set[int] = set()
+        for v in self.views.values():
+            with v.leases.lock:
+                leased |= v.leases.ids
         dropped: list[tuple[int, int, int, float]] = []  # id, seq_first, n, ts
         last_id = 0
         while self._used_bytes() > target:
@@ -401,6 +545,9 @@ class Store:
             dropped.extend(chunk)
         if not dropped:
             return []
+        if self.multi:  # rows some consumers had acknowledged may be among them
+            db.executemany("DELETE FROM acked WHERE id=?", [(d[0],) for d in dropped])
+            self._recount = True
         records = sum(d[2] for d in dropped)
         db.execute("UPDATE meta SET value = value + ? WHERE key='dropped'", (records,))
         (total,) = db.execute("SELECT value FROM meta WHERE key='dropped'").fetchone()
@@ -429,8 +576,9 @@ class Store:
 
     # -- consumer side -----------------------------------------------------------------------
 
-    def set_boundary(self, live_since: float | None) -> int:
+    def set_boundary(self, live_since: float | None, consumer: str | None = None) -> int:
         """Rows stored before `live_since` (wall clock) are backlog from now on."""
+        view = self.view(consumer)
         db = self.db
         if live_since is None:
             (b,) = db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()
@@ -438,42 +586,64 @@ class Store:
             (b,) = db.execute(
                 "SELECT coalesce(max(id), 0) FROM outbox WHERE ts < ?", (live_since,)
             ).fetchone()
-        self.boundary = int(b)
-        with self.leases.lock:
-            self.leases.cursor.clear()
-        return self.boundary
+        view.boundary = int(b)
+        with view.leases.lock:
+            view.leases.cursor.clear()
+        return view.boundary
 
-    def begin(self, max_records: int, max_bytes: int, backlog: bool) -> Batch | None:
+    def begin(
+        self, max_records: int, max_bytes: int, backlog: bool, consumer: str | None = None
+    ) -> Batch | None:
         """Alarms, then events, then live telemetry, then (if `backlog`) older telemetry."""
-        b = self.boundary
+        view = self.view(consumer)
+        name = consumer or self.consumers[0]
+        b = view.boundary
         for stream in ("alarm", "event"):
-            rows = self._take(stream, 0, _MAX_ID, max_records, max_bytes)
+            rows = self._take(stream, 0, _MAX_ID, max_records, max_bytes, view=view, consumer=name)
             if rows:
-                return Batch(stream, rows, backfill=rows[0].id <= b, gen=self.gen)
-        rows = self._take("telemetry", b, _MAX_ID, max_records, max_bytes)
+                return Batch(stream, rows, backfill=rows[0].id <= b, gen=self.gen, consumer=name)
+        rows = self._take("telemetry", b, _MAX_ID, max_records, max_bytes, view=view, consumer=name)
         if rows:
-            return Batch("telemetry", rows, backfill=False, gen=self.gen)
+            return Batch("telemetry", rows, backfill=False, gen=self.gen, consumer=name)
         if backlog and b:
-            rows = self._take("telemetry", 0, b, max_records, max_bytes)
+            rows = self._take("telemetry", 0, b, max_records, max_bytes, view=view, consumer=name)
             if rows:
-                return Batch("telemetry", rows, backfill=True, gen=self.gen)
+                return Batch("telemetry", rows, backfill=True, gen=self.gen, consumer=name)
         return None
 
     def _take(
-        self, stream: str, lo: int, hi: int, max_records: int, max_bytes: int
+        self,
+        stream: str,
+        lo: int,
+        hi: int,
+        max_records: int,
+        max_bytes: int,
+        *,
+        view: _View,
+        consumer: str,
     ) -> tuple[Row, ...]:
-        """The oldest un-leased rows with lo < id <= hi, within the record and byte budget."""
-        leases = self.leases
+        """The oldest un-leased rows with lo < id <= hi, within the record and byte budget
+        (with several consumers: rows this consumer has not acknowledged yet)."""
+        leases = view.leases
         with leases.lock:
             start = max(lo, leases.cursor.get((stream, lo), 0))
             leased = leases.ids
             rows: list[Row] = []
             total = size = 0
-            cur = self.db.execute(
-                "SELECT id, seq_first, n, body, ts FROM outbox "
-                "WHERE stream=? AND id > ? AND id <= ? ORDER BY id LIMIT ?",
-                (stream, start, hi, max_records + len(leased)),
-            )
+            if self.multi:
+                cur = self.db.execute(
+                    "SELECT id, seq_first, n, body, ts FROM outbox "
+                    "WHERE stream=? AND id > ? AND id <= ? AND NOT EXISTS "
+                    "(SELECT 1 FROM acked a WHERE a.uplink=? AND a.id=outbox.id) "
+                    "ORDER BY id LIMIT ?",
+                    (stream, start, hi, consumer, max_records + len(leased)),
+                )
+            else:
+                cur = self.db.execute(
+                    "SELECT id, seq_first, n, body, ts FROM outbox "
+                    "WHERE stream=? AND id > ? AND id <= ? ORDER BY id LIMIT ?",
+                    (stream, start, hi, max_records + len(leased)),
+                )
             for row_id, seq_first, n, body, ts in cur:
                 if row_id in leased:
                     continue
@@ -490,16 +660,20 @@ class Store:
             return tuple(rows)
 
     def release(self, batch: Batch, *, rewind: bool) -> None:
-        with self.leases.lock:
-            self.leases.ids.difference_update(r.id for r in batch.rows)
+        leases = self.view(batch.consumer).leases
+        with leases.lock:
+            leases.ids.difference_update(r.id for r in batch.rows)
             if rewind:  # kept rows go out again: scan from the start of their stream
-                for key in [k for k in self.leases.cursor if k[0] == batch.stream]:
-                    del self.leases.cursor[key]
+                for key in [k for k in leases.cursor if k[0] == batch.stream]:
+                    del leases.cursor[key]
 
     def delete(self, batches: list[Batch]) -> None:
         """Delete the rows of acknowledged batches in one transaction."""
         live = [b for b in batches if b.gen == self.gen]
         if not live:
+            return
+        if self.multi:
+            self._ack_shared(live)
             return
         db = self.db
         db.execute("BEGIN IMMEDIATE")
@@ -516,8 +690,51 @@ class Store:
             p[0] -= len(b.rows)
             p[1] -= b.records
 
+    def _ack_shared(self, batches: list[Batch]) -> None:
+        """Several consumers: a row goes when the last of them acknowledges it."""
+        db = self.db
+        others = len(self.consumers) - 1
+        gone: list[tuple[str, str, int]] = []  # (consumer, stream, n) of rows deleted
+        marked: list[tuple[str, str, int]] = []  # acknowledged, still needed by others
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for b in batches:
+                for r in b.rows:
+                    (k,) = db.execute(
+                        "SELECT count(*) FROM acked WHERE id=? AND uplink<>?", (r.id, b.consumer)
+                    ).fetchone()
+                    if k >= others:
+                        db.execute("DELETE FROM outbox WHERE id=?", (r.id,))
+                        db.execute("DELETE FROM acked WHERE id=?", (r.id,))
+                        gone.append((b.consumer, b.stream, r.n))
+                    elif db.execute(
+                        "INSERT OR IGNORE INTO acked VALUES (?, ?)", (b.consumer, r.id)
+                    ).rowcount:
+                        marked.append((b.consumer, b.stream, r.n))
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        for consumer, stream, n in gone:
+            p = self._pending[stream]
+            p[0] -= 1
+            p[1] -= n
+            for other in self.consumers:
+                if other != consumer:
+                    a = self._acked[other][stream]
+                    a[0] -= 1
+                    a[1] -= n
+        for consumer, stream, n in marked:
+            a = self._acked[consumer][stream]
+            a[0] += 1
+            a[1] += n
+
     def stats(self) -> OutboxStats:
         db = self.db
+        if self._recount:
+            self._recount = False
+            self._count_acked()
         next_seq = {s: q for s, q in db.execute("SELECT stream, next_seq FROM streams")}
         (dropped,) = db.execute("SELECT value FROM meta WHERE key='dropped'").fetchone()
         oldest: dict[str, float] = {}
@@ -539,4 +756,10 @@ class Store:
             dropped_records=int(dropped),
             oldest_ts=oldest,
             replaced=self.replaced,
+            pending_by_consumer={
+                c: {s: self._pending[s][1] - acked[s][1] for s in STREAMS}
+                for c, acked in self._acked.items()
+            }
+            if self.multi
+            else {},
         )

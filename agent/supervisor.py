@@ -12,17 +12,18 @@ import time
 from agent import __version__
 from agent.ack import AlarmOps
 from agent.clock import ClockMonitor
-from agent.comm import CommAlarms
+from agent.comm import BusLinkEvents, CommAlarms
 from agent.forwarder import Forwarder
 from agent.guard import StoreGuard
 from agent.health import Health
 from agent.journal import Journal
-from agent.model import AgentConfig, Frame
+from agent.model import AgentConfig, AlarmEvent, Frame
 from agent.mqtt import MqttUplink
 from agent.ops import Ops
-from agent.outbox import Entry, Outbox
+from agent.outbox import PRIMARY, Entry, Outbox
 from agent.payload import encode_alarms, encode_event, encode_telemetry
 from agent.plan import BusPlan, compile_config_plan
+from agent.platforms.forwarder import PlatformForwarder, make_platform_forwarder
 from agent.poller import BusPoller
 from agent.reload import reload_config
 from agent.rules import RuleEngine
@@ -46,6 +47,7 @@ class Agent:
             cfg.storage.dir / "outbox.db",
             cfg.storage.max_bytes,
             sync_interval=cfg.storage.sync_interval,
+            consumers=(PRIMARY, *(p.name for p in cfg.platforms)),  # each uplink's progress
         )
         self.store = StoreGuard(self.outbox)  # survives a full or read-only disk
         self.journal = Journal(
@@ -54,16 +56,23 @@ class Agent:
         self.frames: asyncio.Queue[Frame] = asyncio.Queue(FRAME_QUEUE_SIZE)
         self.clock = ClockMonitor()
         self.comm = CommAlarms()  # comm_loss alarms from the pollers (device quarantine)
+        self.links = BusLinkEvents()  # bus_down / bus_up events from the pollers
         self.pollers = self._make_pollers()
         self.forwarder = self._make_forwarder()
+        self.platforms: list[PlatformForwarder] = [  # [[platforms]]: HTTP uplinks beside MQTT
+            make_platform_forwarder(self.outbox.consumer(p.name), p) for p in cfg.platforms
+        ]
         self.ops = Ops(self, self.clock)
         self.health = Health(cfg, self.outbox, self.forwarder, self.store, self.ops.status)
+        self.health.platforms = self.platforms
         self._stop = asyncio.Event()
         self.frames_processed = 0
         self._tg: asyncio.TaskGroup | None = None
         self._poll_tasks: list[asyncio.Task[None]] = []
         self._fwd_task: asyncio.Task[None] | None = None
+        self._platform_tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
+        self._journal_failed = False  # the journal refused the last append (logged once)
 
     def _make_pollers(self) -> list[BusPoller]:
         return [
@@ -73,6 +82,7 @@ class Agent:
                 self.frames.put,
                 clock_synced=self.clock.synced,
                 on_device=self.comm.note,
+                on_link=self.links.note,
             )
             for plan in self.plans
         ]
@@ -134,7 +144,7 @@ class Agent:
         self.alarm_ops.restore()
         await self.outbox.open()
         try:
-            await self.outbox.put(
+            await self.store.put(  # the guard: a read-only or full disk must not stop us
                 [
                     encode_event(
                         "agent_started", {"version": __version__, "points": len(self.cfg.points)}
@@ -148,6 +158,9 @@ class Agent:
                 ]
                 rules_task = tg.create_task(self._process(), name="rules")
                 self._fwd_task = tg.create_task(self.forwarder.run(), name="uplink")
+                self._platform_tasks = [
+                    tg.create_task(pf.run(), name=f"uplink:{pf.name}") for pf in self.platforms
+                ]
                 self.ops.start(tg)
                 health_task = tg.create_task(self.health.run(), name="health")
                 stop_task = tg.create_task(self._stop.wait(), name="stop")
@@ -161,6 +174,8 @@ class Agent:
                     health_task.cancel()
                     if self._fwd_task is not None:
                         self._fwd_task.cancel()
+                    for t in self._platform_tasks:
+                        t.cancel()
         finally:
             await self.outbox.close()
 
@@ -171,12 +186,12 @@ class Agent:
             points = self.cfg.points  # a reload swaps it only while no frame is pending
             while not self.frames.empty():
                 batch.append(self.frames.get_nowait())
-            entries: list[Entry] = []
+            entries: list[Entry] = self.links.drain()
             for frame in batch:
                 events = self.comm.drain() + self.alarm_ops.step(frame)
                 entries.append(encode_telemetry(frame, points))
                 if events:
-                    await asyncio.to_thread(self.journal.append, events)
+                    await self._journal(events)
                     entries.append(encode_alarms(events))
                     for ev in events:
                         log.warning("alarm %s %s: %s", ev.transition, ev.alarm_id, ev.text_en)
@@ -186,6 +201,19 @@ class Agent:
             self.frames_processed += len(batch)
             for _ in batch:
                 self.frames.task_done()
+
+    async def _journal(self, events: list[AlarmEvent]) -> None:
+        """Append to the local journal; a disk error there must not stop alarm delivery."""
+        try:
+            await asyncio.to_thread(self.journal.append, events)
+        except OSError as exc:
+            if not self._journal_failed:
+                log.error("cannot write the alarm journal in %s: %s", self.journal.directory, exc)
+            self._journal_failed = True
+        else:
+            if self._journal_failed:
+                log.warning("writing the alarm journal again")
+            self._journal_failed = False
 
 
 async def run_until_signalled(cfg: AgentConfig) -> int:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import socket
 import time
 from typing import Protocol
 
@@ -217,6 +218,17 @@ def _serial_advice(exc: BaseException) -> str:
     return text
 
 
+def _tcp_reason(exc: OSError) -> str:
+    """Why a connect failed, in words (asyncio's own text is "Connect call failed (...)")."""
+    if isinstance(exc, socket.gaierror):
+        return f"host name not found ({exc.strerror})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (nothing listens on that port)"
+    if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "host or network unreachable"
+    return (os.strerror(exc.errno) if exc.errno else None) or str(exc)
+
+
 class _TcpProtocol(asyncio.Protocol):
     """Forwards to the line only while its transport is the line's current one: callbacks of a
     socket closed by an earlier `close()` never touch a newer connection."""
@@ -270,7 +282,7 @@ class TcpLine(_Buffered):
             ) from exc
         except OSError as exc:
             raise SourceLinkError(
-                f"cannot connect to {self.name}: {exc.strerror or exc} — check the address, "
+                f"cannot connect to {self.name}: {_tcp_reason(exc)} — check the address, "
                 "the port and the device server's TCP server mode"
             ) from exc
         self._transport = transport

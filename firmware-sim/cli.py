@@ -120,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="UNIT:SPEC",
         help=(
-            "inject a fault: 2:no_answer, 2:exception=2, 2:delay=0.5, or combined "
-            "2:delay=0.5,exception=6 (repeatable)"
+            "inject a fault: 2:no_answer, 2:exception=2, 2:delay=0.5, 2:max_count=2 "
+            "(longer reads get exception 3), or combined 2:delay=0.5,exception=6; "
+            "RTU only: crc, garbage, every=N (repeatable)"
         ),
     )
 

@@ -10,7 +10,8 @@ real line would put it:
   against the simulator are therefore realistic;
 - per-unit faults (server.Fault): `no_answer` (silence), `delay` (slow; beyond the master's
   timeout it is a late reply), `exception=N`, `crc` (the reply's CRC is wrong), `garbage`
-  (random bytes instead of the reply), each optionally on `every` N-th request only;
+  (random bytes instead of the reply), `max_count` (longer reads get exception 3: a device
+  that rejects multi-register reads), each optionally on `every` N-th request only;
 - an absent unit stays silent, as on a real line; requests with a bad CRC are dropped;
   write function codes are refused with exception 1 (the controllers are read-only here).
 
@@ -42,6 +43,7 @@ from firmware_sim.server import Fault
 
 ILLEGAL_FUNCTION = 1
 ILLEGAL_ADDRESS = 2
+ILLEGAL_VALUE = 3
 N_BITS = 16
 
 # (unit, fc, address, count) -> values (registers, or 0/1 per bit) or a Modbus exception code
@@ -135,12 +137,14 @@ class RtuSlaves:
 
     def _reply(self, unit: int, fc: int, frame: bytes, fault: Fault | None) -> bytes:
         exc: int | None = None
+        address = int.from_bytes(frame[2:4], "big")
+        count = int.from_bytes(frame[4:6], "big")
         if fault is not None and fault.exception is not None:
             exc = fault.exception
         elif fc not in (1, 2, 3, 4):
             exc = ILLEGAL_FUNCTION
-        address = int.from_bytes(frame[2:4], "big")
-        count = int.from_bytes(frame[4:6], "big")
+        elif fault is not None and fault.max_count and count > fault.max_count:
+            exc = ILLEGAL_VALUE
         values: list[int] | int = (
             exc if exc is not None else self.registers(unit, fc, address, count)
         )

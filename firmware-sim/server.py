@@ -19,8 +19,10 @@ the next request). A `delay` longer than the client's timeout does produce such 
 use `no_answer` to model silence, `delay` to model a slow unit.
 
 Faults per unit (`Fault`): `no_answer`, `exception=N` (a Modbus exception code), `delay=S`
-(seconds before answering; combinable with `exception`). Switch them at run time with
-`PlantServer.set_fault` / `clear_fault`, or from the CLI with `--fault UNIT:SPEC`.
+(seconds before answering; combinable with `exception`), `max_count=N` (reads of more than N
+registers or bits get exception 3, as from devices that reject multi-register reads). Switch
+them at run time with `PlantServer.set_fault` / `clear_fault`, or from the CLI with
+`--fault UNIT:SPEC`.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Fault:
     crc: bool = False
     garbage: bool = False
     every: int = 1  # RTU serving only: the fault hits every N-th request of the unit
+    max_count: int = 0  # > 0: reads of more than this many registers/bits get exception 3
 
     def __post_init__(self) -> None:
         if self.exception is not None and self.exception not in VALID_EXCEPTION_CODES:
@@ -77,6 +80,8 @@ class Fault:
             raise ValueError(f"delay must be >= 0, got {self.delay}")
         if self.every < 1:
             raise ValueError(f"every must be >= 1, got {self.every}")
+        if self.max_count < 0:
+            raise ValueError(f"max_count must be >= 0, got {self.max_count}")
 
     @property
     def active(self) -> bool:
@@ -86,6 +91,7 @@ class Fault:
             or self.delay > 0
             or self.crc
             or self.garbage
+            or self.max_count > 0
         )
 
     def describe(self) -> str:
@@ -97,15 +103,19 @@ class Fault:
         if self.exception is not None:
             parts.append(f"exception={self.exception}")
         parts += [name for name in ("crc", "garbage") if getattr(self, name)]
+        if self.max_count:
+            parts.append(f"max_count={self.max_count}")
         if self.every > 1:
             parts.append(f"every={self.every}")
         return ",".join(parts) or "none"
 
     @classmethod
     def parse(cls, spec: str) -> Fault:
-        """`no_answer`, `exception=2`, `delay=0.5`, `crc`, `garbage`, `every=N`, or a
-        comma-joined mix; `none` clears. `delay` beyond the client's timeout is a late reply."""
+        """`no_answer`, `exception=2`, `delay=0.5`, `crc`, `garbage`, `every=N`, `max_count=N`,
+        or a comma-joined mix; `none` clears. `delay` beyond the client's timeout is a late
+        reply."""
         no_answer, exception, delay, crc, garbage, every = False, None, 0.0, False, False, 1
+        max_count = 0
         for raw in spec.split(","):
             item = raw.strip()
             name, _, arg = item.partition("=")
@@ -122,6 +132,8 @@ class Fault:
                     garbage = True
                 elif name == "every" and arg:
                     every = int(arg)
+                elif name == "max_count" and arg:
+                    max_count = int(arg)
                 elif item in ("none", "ok"):
                     pass
                 else:
@@ -129,9 +141,9 @@ class Fault:
             except ValueError:
                 raise ValueError(
                     f"bad fault {item!r}: use no_answer, exception=N, delay=SECONDS, crc, "
-                    "garbage, every=N or none"
+                    "garbage, every=N, max_count=N or none"
                 ) from None
-        return cls(no_answer, exception, delay, crc, garbage, every)
+        return cls(no_answer, exception, delay, crc, garbage, every, max_count)
 
 
 def parse_fault_arg(text: str) -> tuple[int, Fault]:
@@ -335,6 +347,8 @@ class PlantServer:
                     await asyncio.sleep(fault.delay)
                 if fault.exception is not None:
                     return ExcCodes(fault.exception)
+                if fault.max_count and count > fault.max_count:
+                    return ExcCodes.ILLEGAL_VALUE
             if values is not None:
                 return ExcCodes.ILLEGAL_FUNCTION
             t = self.elapsed()

@@ -15,6 +15,7 @@ from msgspec import UNSET
 
 from agent.config.errors import ConfigError, translate
 from agent.config.fieldbus import bus_spec, check_point_io, regs_clash
+from agent.config.platforms import platform_specs
 from agent.config.rules import (
     Rules,
     check_kind,
@@ -28,7 +29,9 @@ from agent.config.schema import (
     RawBus,
     RawConfig,
     RawDevice,
+    RawFieldMap,
     RawOverride,
+    RawPlatform,
     RawPoint,
     RawProfile,
     RawRule,
@@ -63,6 +66,9 @@ _KNOWN_KEYS: dict[str, list[str]] = {
     "rules": field_names(RawRules),
     "uplink": field_names(RawUplink),
     "storage": field_names(RawStorage),
+    "platforms": field_names(RawPlatform),
+    "telemetry": field_names(RawFieldMap),
+    "alarm": field_names(RawFieldMap),
 }
 
 
@@ -247,6 +253,7 @@ def _resolve_point(
         device=dev.name,
         key=p.key,
         code=_str_or(ov.code, _str_or(p.code, f"{dev.name}.{p.key}")),
+        code_explicit=ov.code is not UNSET or p.code is not UNSET,
         name_zh=_str_or(ov.name_zh, p.name_zh or p.key),
         name_en=_str_or(ov.name_en, p.name_en or p.key),
         bus=dev.bus,
@@ -349,4 +356,5 @@ def load_config(file: Path | str) -> AgentConfig:
         points=points,
         uplink=uplink,
         storage=storage_spec(raw.storage, cfg_file, points, buses),
+        platforms=platform_specs(raw.platforms, site, points, cfg_file),
     )

@@ -176,6 +176,46 @@ class RawStorage(_Strict):
     journal_keep: int = 5
 
 
+class RawFieldMap(_Strict):
+    """One endpoint's declarative field mapping (agent.platforms.spec.FieldMap)."""
+
+    endpoint: str
+    fields: dict[str, str]
+    list_key: str = ""
+    extra: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class RawPlatform(_Strict):
+    """A [[platforms]] entry: a provincial or ministry HTTP uplink (docs/platforms.md)."""
+
+    profile: Literal["hebei_v1_1", "mem"]
+    url: str
+    name: str | UnsetType = UNSET  # default: the profile name
+    enterprise_code: str | UnsetType = UNSET  # qybm; default: site.enterprise_code
+    gateway_code: str | UnsetType = UNSET  # wgbm; default: site.gateway_id
+    period: float = 60.0  # rtsData: one value per point every `period` s (at most 300)
+    decimals: int = 2
+    point_decimals: dict[str, int] = msgspec.field(default_factory=dict)  # code or device.key
+    points: list[str] | UnsetType = UNSET  # "device" or "device.key"; default: every point
+    scd: dict[str, int] = msgspec.field(default_factory=dict)  # over the default table
+    timezone: str = "Asia/Shanghai"
+    timeout: float = 10.0
+    max_items: int = 500
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    hex_upper: bool | UnsetType = UNSET  # default: upper for hebei_v1_1, lower for mem
+    key_file: str | UnsetType = UNSET
+    key_credential: str | UnsetType = UNSET
+    iv_file: str | UnsetType = UNSET
+    iv_credential: str | UnsetType = UNSET
+    appid_file: str | UnsetType = UNSET
+    appid_credential: str | UnsetType = UNSET
+    appsecret_file: str | UnsetType = UNSET
+    appsecret_credential: str | UnsetType = UNSET
+    telemetry: RawFieldMap | UnsetType = UNSET  # mem: required; hebei_v1_1: fixed (rtsData)
+    alarm: RawFieldMap | UnsetType = UNSET  # mem: required; hebei_v1_1: fixed (eventsData)
+
+
 class RawRules(_Strict):
     defaults: RawRule = msgspec.field(default_factory=RawRule)
     kinds: dict[str, RawRule] = msgspec.field(default_factory=dict)
@@ -188,6 +228,7 @@ class RawConfig(_Strict):
     uplink: RawUplink = msgspec.field(default_factory=RawUplink)
     storage: RawStorage = msgspec.field(default_factory=RawStorage)
     rules: RawRules = msgspec.field(default_factory=RawRules)
+    platforms: list[RawPlatform] = msgspec.field(default_factory=list)
     profiles_dir: str = "profiles"
     rules_pack: str = "rules/default.toml"
 
@@ -209,4 +250,5 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "read_mode": ("block", "point"),
     "bus.type": ("tcp", "rtu", "rtu_tcp"),
     "bus.parity": ("N", "E", "O"),
+    "profile": ("hebei_v1_1", "mem"),
 }

@@ -16,7 +16,7 @@ import pytest
 from agent.backoff import Backoff
 from agent.model import BusSpec, DataType, Frame, PointSpec, Quality, WordOrder
 from agent.plan import compile_plan
-from agent.poller import BusPoller
+from agent.poller import BusPoller, LinkChange
 from drivers.base import SourceLinkError, Table
 from drivers.modbus_tcp import ModbusTcpSource
 from tests.modbus_server import ModbusTestServer
@@ -144,6 +144,7 @@ async def running(
     bus_timeout: float = 0.3,
     poll: float = 0.05,
     clock_synced: Callable[[], bool] = lambda: True,
+    on_link: Callable[[LinkChange], None] | None = None,
 ) -> AsyncIterator[tuple[BusPoller, Frames]]:
     bus = BusSpec("line", "tcp", "127.0.0.1", port, bus_timeout, 0, poll)
     (plan,) = compile_plan(points, [bus])
@@ -155,6 +156,7 @@ async def running(
         frames.emit,
         clock_synced=clock_synced,
         backoff=Backoff(base=0.05, cap=0.2, stable_after=1.0, jitter="equal"),
+        on_link=on_link,
     )
     task = asyncio.create_task(poller.run(), name="test-poller")
     try:
@@ -257,6 +259,31 @@ async def test_first_connect_failure_keeps_emitting(server: ModbusTestServer) ->
         await server.start()
         await frames.wait_for(all_good, after=len(frames.frames))
     assert poller.stats.reconnects == 0  # the first successful connect is not a reconnect
+
+
+async def test_link_outages_reported_once_each_way(server: ModbusTestServer) -> None:
+    """Down at start-up and lost later: one down and one up per outage, however many retries,
+    and the up carries the outage's duration."""
+    changes: list[LinkChange] = []
+    port = server.port
+    await server.stop()
+    t0 = time.monotonic()
+    async with running(port, on_link=changes.append) as (_, frames):
+        await frames.wait_count(5)  # several failed reconnects
+        assert [(c.down, c.bus) for c in changes] == [(True, "line")]
+        assert "connection refused" in changes[0].reason
+        t_start = time.monotonic()
+        await server.start()
+        await frames.wait_for(all_good, after=len(frames.frames))
+        t_up = time.monotonic()
+        await server.stop()
+        await frames.wait_for(lambda f: bool(np.all(f.quality == COMM)), after=len(frames.frames))
+        await frames.wait_count(len(frames.frames) + 5)
+        await server.start()
+        await frames.wait_for(all_good, after=len(frames.frames))
+    assert [c.down for c in changes] == [True, False, True, False]
+    assert t_start - t0 - 1.0 <= changes[1].outage_s <= t_up - t0
+    assert changes[3].outage_s > 0 and changes[2].reason
 
 
 async def test_bad_value_and_clock_flags(server: ModbusTestServer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,10 @@ def records(col: Collector, device: str, key: str | None = None) -> list[dict[st
 
 def alarms(col: Collector, alarm_id: str) -> list[dict[str, Any]]:
     return [a for a in col.alarm_records() if a["alarm_id"] == alarm_id]
+
+
+def events(col: Collector, kind: str) -> list[dict[str, Any]]:
+    return [r for body in col.stream("event") for r in body["records"] if r["kind"] == kind]
 
 
 def rtu_bus(path: str, **extra: Any) -> dict[str, Any]:
@@ -177,7 +182,8 @@ def test_mixed_line_with_faults_and_tcp_buses(tmp_path: Path, broker: Broker) ->
 
 def test_port_disappears_and_comes_back(tmp_path: Path, broker: Broker) -> None:
     """The serial port vanishes (socat killed: the adapter unplugged) and comes back at the
-    same path: comm_fail meanwhile, comm_loss raised and cleared, the agent keeps running."""
+    same path: comm_fail meanwhile, comm_loss raised and cleared, one bus_down and one bus_up
+    event with the outage's duration, the agent keeps running."""
     pty = PtyPair(tmp_path)
     pty.start()
     col = Collector(broker.port)
@@ -196,6 +202,7 @@ def test_port_disappears_and_comes_back(tmp_path: Path, broker: Broker) -> None:
                 return sum(r["quality"] == GOOD for r in records(col, d, "hopper_temp"))
 
             wait_for(lambda: good("DC-1") >= 3 and good("DC-2") >= 3, DEADLINE, "readings")
+            t_unplug = time.monotonic()
             pty.kill()
             wait_for(
                 lambda: (
@@ -206,6 +213,8 @@ def test_port_disappears_and_comes_back(tmp_path: Path, broker: Broker) -> None:
                 "comm_loss raised for both devices while the port is gone",
             )
             before = good("DC-1")
+            wait_for(lambda: len(events(col, "bus_down")) >= 1, DEADLINE, "bus_down event")
+            t_replug = time.monotonic()
             pty.start()
             wait_for(lambda: good("DC-1") >= before + 3, DEADLINE, "readings after the replug")
             wait_for(
@@ -216,6 +225,8 @@ def test_port_disappears_and_comes_back(tmp_path: Path, broker: Broker) -> None:
                 DEADLINE,
                 "comm_loss cleared",
             )
+            wait_for(lambda: len(events(col, "bus_up")) >= 1, DEADLINE, "bus_up event")
+            t_up = time.monotonic()
         finally:
             assert agent.stop() == 0, agent.text()[-3000:]
     col.stop()
@@ -229,3 +240,61 @@ def test_port_disappears_and_comes_back(tmp_path: Path, broker: Broker) -> None:
     log = agent.text()
     assert log.count("port lost") <= 1, log[-3000:]  # reported once, not per attempt
     assert "connected again after" in log
+    # the bus-level report: one bus_down and one bus_up for the outage, not one per retry
+    (down,) = events(col, "bus_down")
+    (up,) = events(col, "bus_up")
+    assert down["data"]["bus"] == "line" and up["data"]["bus"] == "line"
+    assert "port lost" in down["data"]["reason"] or "no such port" in down["data"]["reason"]
+    assert down["seq"] < up["seq"] and down["ts"] <= up["ts"]
+    outage = up["data"]["outage_s"]
+    # down is noticed within a cycle or two of the unplug, up after the replug (+ backoff)
+    assert t_replug - t_unplug - 2 * POLL - 1.0 <= outage <= t_up - t_unplug, outage
+    assert abs((up["ts"] - down["ts"]) / 1000 - outage) < 0.5
+
+
+def test_point_read_mode_for_a_device_that_rejects_multi_register_reads(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """Units 1 and 2 both answer reads of more than 2 registers with exception 3 (illegal data
+    value). DC-1 has `read_mode = "point"`: one request per point, every point reads good.
+    DC-2 keeps block mode: its one block read is refused, so its points carry PROTOCOL."""
+    pty = PtyPair(tmp_path)
+    pty.start()
+    col = Collector(broker.port)
+    col.start()
+    faults = ("--fault", "1:max_count=2", "--fault", "2:max_count=2")
+    with sim(tmp_path, "rtu", "--rtu", pty.a, "--baud", "19200", "--units", "1,2", *faults):
+        cfg = write_config(
+            tmp_path,
+            broker,
+            [rtu_bus(pty.b)],
+            [device("DC-1", "line", 1, read_mode="point"), device("DC-2", "line", 2)],
+        )
+        agent = start_agent(cfg, tmp_path / "agent.log")
+        try:
+            wait_for(lambda: len(records(col, "DC-2")) > 0, DEADLINE, "DC-2 records")
+            keys = {r["key"] for r in records(col, "DC-2")}  # every point of the profile
+
+            def good_cycles(key: str) -> int:
+                return sum(r["quality"] == GOOD for r in records(col, "DC-1", key))
+
+            wait_for(
+                lambda: all(good_cycles(k) >= 3 for k in keys),
+                DEADLINE,
+                "good readings of every DC-1 point in point mode",
+            )
+        finally:
+            assert agent.stop() == 0, agent.text()[-3000:]
+    col.stop()
+    pty.kill()
+    assert len(keys) >= 8, keys
+    dc1 = records(col, "DC-1")
+    assert {r["key"] for r in dc1} == keys
+    assert all(r["quality"] == GOOD for r in dc1), [r for r in dc1 if r["quality"] != GOOD][:3]
+    for r in records(col, "DC-1", "hopper_temp"):
+        assert 30.0 < r["value"] < 45.0, r
+    dc2 = records(col, "DC-2")
+    assert all(r["quality"] == PROTO and r["value"] is None for r in dc2), dc2[:3]
+    log = agent.text()
+    assert "illegal data value" in log, log[-3000:]
+    assert not alarms(col, "DC-1:comm_loss") and not alarms(col, "DC-2:comm_loss")

@@ -1,0 +1,255 @@
+"""The [[platforms]] entries: codes, period, decimals, scd table, field mapping and secrets."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+
+from agent.config.errors import ConfigError
+from agent.config.schema import RawFieldMap, RawPlatform
+from agent.model import PointSpec, SiteSpec
+from agent.platforms import hebei
+from agent.platforms.crypto import DES_BYTES, SM4_BYTES, parse_key
+from agent.platforms.records import ALARM_FIELDS, TELEMETRY_FIELDS, template_names
+from agent.platforms.spec import DEFAULT_SCD, FieldMap, PlatformSpec
+from agent.secrets import SecretError, resolve
+
+MAX_PERIOD = 300.0  # Hebei V1.1: upload at least every 5 minutes
+MAX_LISTED = 20
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def _opt_path(value: str | msgspec.UnsetType, base: Path) -> Path | None:
+    if isinstance(value, msgspec.UnsetType):
+        return None
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _secret(raw: RawPlatform, name: str, where: str, cfg_file: Path) -> str | None:
+    file = _opt_path(getattr(raw, f"{name}_file"), cfg_file.parent)
+    cred = getattr(raw, f"{name}_credential")
+    cred = None if isinstance(cred, msgspec.UnsetType) else cred
+    key = f"{where}.{name}_file" if file is not None else f"{where}.{name}_credential"
+    try:
+        return resolve(file, cred)
+    except SecretError as exc:
+        raise ConfigError(cfg_file, key, str(exc)) from None
+
+
+def _field_map(
+    raw: RawFieldMap | msgspec.UnsetType, allowed: frozenset[str], where: str, cfg_file: Path
+) -> FieldMap | None:
+    if isinstance(raw, msgspec.UnsetType):
+        return None
+    if not raw.fields:
+        raise ConfigError(cfg_file, f"{where}.fields", "the mapping has no fields")
+    for section, table in (("fields", raw.fields), ("extra", raw.extra)):
+        for out, template in table.items():
+            unknown = template_names(template) - allowed
+            if unknown:
+                raise ConfigError(
+                    cfg_file,
+                    f"{where}.{section}.{out}",
+                    f"unknown record field(s) {', '.join(sorted(unknown))} in '{template}'; "
+                    f"known: {', '.join(sorted(allowed))}",
+                )
+    return FieldMap(
+        endpoint=raw.endpoint.strip("/"),
+        fields=tuple(raw.fields.items()),
+        list_key=raw.list_key,
+        extra=tuple(raw.extra.items()),
+    )
+
+
+def _selected(
+    raw: RawPlatform, points: Sequence[PointSpec], where: str, cfg_file: Path
+) -> list[PointSpec]:
+    if isinstance(raw.points, msgspec.UnsetType):
+        return list(points)
+    chosen: list[PointSpec] = []
+    for j, sel in enumerate(raw.points):
+        hit = [p for p in points if sel in (p.device, f"{p.device}.{p.key}")]
+        if not hit:
+            raise ConfigError(
+                cfg_file, f"{where}.points[{j}]", f"'{sel}' is neither a device nor device.key"
+            )
+        chosen += [p for p in hit if p not in chosen]
+    return chosen
+
+
+def _check_codes(chosen: Sequence[PointSpec], name: str, where: str, cfg_file: Path) -> None:
+    missing = [f"{p.device}.{p.key}" for p in chosen if not p.code_explicit]
+    if not missing:
+        return
+    listed = ", ".join(missing[:MAX_LISTED])
+    more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
+    raise ConfigError(
+        cfg_file,
+        where,
+        f"platform '{name}' needs the platform-assigned code of every point it sends; "
+        f"{len(missing)} point(s) have none: {listed}{more}. Set each with "
+        '[devices.override.<key>] code = "..." (or code on an inline point), or send fewer '
+        f"points with {where}.points",
+    )
+
+
+def _decimals(
+    raw: RawPlatform, chosen: Sequence[PointSpec], where: str, cfg_file: Path
+) -> dict[str, int]:
+    by_name = {f"{p.device}.{p.key}": p.code for p in chosen} | {p.code: p.code for p in chosen}
+    out: dict[str, int] = {}
+    for key, d in raw.point_decimals.items():
+        if key not in by_name:
+            raise ConfigError(
+                cfg_file,
+                f"{where}.point_decimals.{key}",
+                f"'{key}' is not the code or device.key of a point sent to this platform",
+            )
+        if not 0 <= d <= 6:
+            raise ConfigError(cfg_file, f"{where}.point_decimals.{key}", "must be 0..6")
+        out[by_name[key]] = d
+    return out
+
+
+def _checks(raw: RawPlatform, where: str, cfg_file: Path) -> None:
+    checks = [
+        ("url", raw.url.startswith(("http://", "https://")), "must start with http:// or https://"),
+        ("period", 0 < raw.period <= MAX_PERIOD, f"must be above 0 and at most {MAX_PERIOD:g} s"),
+        ("decimals", 0 <= raw.decimals <= 6, "must be 0..6"),
+        ("timeout", 0 < raw.timeout <= 300, "must be above 0 and at most 300 s"),
+        ("max_items", 1 <= raw.max_items <= 10_000, "must be 1..10000"),
+        ("backoff_base", raw.backoff_base > 0, "must be above 0"),
+        ("backoff_cap", raw.backoff_cap >= raw.backoff_base, "must be at least backoff_base"),
+    ]
+    for key, ok, what in checks:
+        if not ok:
+            raise ConfigError(cfg_file, f"{where}.{key}", f"{getattr(raw, key)}: {what}")
+    for key, code in raw.scd.items():
+        if not 0 <= code <= 99:
+            raise ConfigError(cfg_file, f"{where}.scd.{key}", f"{code}: must be 0..99")
+    try:
+        ZoneInfo(raw.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            cfg_file, f"{where}.timezone", f"unknown time zone '{raw.timezone}'"
+        ) from None
+
+
+def _keys(raw: RawPlatform, where: str, cfg_file: Path) -> tuple[bytes, bytes, str, str]:
+    size = DES_BYTES if raw.profile == "hebei_v1_1" else SM4_BYTES
+    key_text = _secret(raw, "key", where, cfg_file)
+    if key_text is None:
+        raise ConfigError(cfg_file, f"{where}.key_file", "the platform's key is required")
+    iv_text = _secret(raw, "iv", where, cfg_file)
+    try:
+        key = parse_key(key_text, size, "the key")
+        iv = key if iv_text is None else parse_key(iv_text, size, "the IV")
+    except ValueError as exc:
+        which = "key" if "key" in str(exc) else "iv"
+        raise ConfigError(cfg_file, f"{where}.{which}_file", str(exc)) from None
+    appid = appsecret = ""
+    if raw.profile == "mem":
+        for name in ("appid", "appsecret"):
+            value = _secret(raw, name, where, cfg_file)
+            if value is None:
+                raise ConfigError(cfg_file, f"{where}.{name}_file", f"the {name} is required")
+            if name == "appid":
+                appid = value
+            else:
+                appsecret = value
+    return key, iv, appid, appsecret
+
+
+def platform_spec(
+    raw: RawPlatform, i: int, site: SiteSpec, points: Sequence[PointSpec], cfg_file: Path
+) -> PlatformSpec:
+    where = f"platforms[{i}]"
+    name = raw.profile if isinstance(raw.name, msgspec.UnsetType) else raw.name
+    if not _NAME.match(name) or name == "mqtt":
+        raise ConfigError(
+            cfg_file, f"{where}.name", f"'{name}': use 1-32 letters, digits, _ or - (not 'mqtt')"
+        )
+    _checks(raw, where, cfg_file)
+    if raw.profile == "hebei_v1_1":
+        for section in ("telemetry", "alarm"):
+            if not isinstance(getattr(raw, section), msgspec.UnsetType):
+                raise ConfigError(
+                    cfg_file,
+                    f"{where}.{section}",
+                    "hebei_v1_1 has fixed fields (rtsData, eventsData)",
+                )
+        telemetry: FieldMap | None = hebei.RTS
+        alarm: FieldMap | None = hebei.EVENTS
+    else:
+        telemetry = _field_map(raw.telemetry, TELEMETRY_FIELDS, f"{where}.telemetry", cfg_file)
+        alarm = _field_map(raw.alarm, ALARM_FIELDS, f"{where}.alarm", cfg_file)
+        if telemetry is None and alarm is None:
+            raise ConfigError(
+                cfg_file,
+                f"{where}.telemetry",
+                "a mem platform needs [platforms.telemetry] and/or [platforms.alarm] field "
+                "mappings from the platform's interface document (docs/platforms.md; an "
+                "example: config/platforms/mem.example.toml)",
+            )
+    chosen = _selected(raw, points, where, cfg_file)
+    _check_codes(chosen, name, where, cfg_file)
+    key, iv, appid, appsecret = _keys(raw, where, cfg_file)
+    enterprise = (
+        site.enterprise_code
+        if isinstance(raw.enterprise_code, msgspec.UnsetType)
+        else raw.enterprise_code
+    )
+    gateway = (
+        site.gateway_id if isinstance(raw.gateway_code, msgspec.UnsetType) else raw.gateway_code
+    )
+    for key_name, value in (("enterprise_code", enterprise), ("gateway_code", gateway)):
+        if not value.strip():
+            raise ConfigError(cfg_file, f"{where}.{key_name}", "must not be empty")
+    upper = (
+        raw.profile == "hebei_v1_1"
+        if isinstance(raw.hex_upper, msgspec.UnsetType)
+        else raw.hex_upper
+    )
+    return PlatformSpec(
+        name=name,
+        profile=raw.profile,
+        url=raw.url.rstrip("/"),
+        enterprise_code=enterprise,
+        gateway_code=gateway,
+        key=key,
+        iv=iv,
+        telemetry=telemetry,
+        alarm=alarm,
+        codes=frozenset(p.code for p in chosen),
+        decimals=_decimals(raw, chosen, where, cfg_file),
+        default_decimals=raw.decimals,
+        period=raw.period,
+        scd={**DEFAULT_SCD, **raw.scd},
+        appid=appid,
+        appsecret=appsecret,
+        timezone=raw.timezone,
+        timeout=raw.timeout,
+        max_items=raw.max_items,
+        backoff_base=raw.backoff_base,
+        backoff_cap=raw.backoff_cap,
+        hex_upper=upper,
+    )
+
+
+def platform_specs(
+    raws: Sequence[RawPlatform], site: SiteSpec, points: Sequence[PointSpec], cfg_file: Path
+) -> tuple[PlatformSpec, ...]:
+    specs: list[PlatformSpec] = []
+    for i, raw in enumerate(raws):
+        spec = platform_spec(raw, i, site, points, cfg_file)
+        if any(s.name == spec.name for s in specs):
+            raise ConfigError(
+                cfg_file, f"platforms[{i}].name", f"platform name '{spec.name}' is used twice"
+            )
+        specs.append(spec)
+    return tuple(specs)

@@ -1,0 +1,82 @@
+"""The validated `[[platforms]]` entry: codes, period, decimals, scd table, field mapping, keys."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+Profile = Literal["hebei_v1_1", "mem"]
+PROFILES: Final[tuple[Profile, ...]] = ("hebei_v1_1", "mem")
+
+# Our (direction, level) → the platform's status code `scd`. Hebei V1.1 names 0 (clear) and
+# 4 (high-high); the rest is a graded guess until a province's table says otherwise:
+# 1 low-low, 2 low, 3 high, 4 high-high. Keys: "clear", "<direction>.<level>",
+# "<kind>.<level>" or "<kind>" (most specific first; see scd_for).
+DEFAULT_SCD: Final[Mapping[str, int]] = {
+    "clear": 0,
+    "high.warning": 3,
+    "high.alarm": 4,
+    "high.critical": 4,
+    "low.warning": 2,
+    "low.alarm": 1,
+    "low.critical": 1,
+    "none.warning": 3,
+    "none.alarm": 4,
+    "none.critical": 4,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldMap:
+    """How one stream becomes the inner JSON of one endpoint.
+
+    Each item is built from `fields` (output name → template); a template "{name}" takes the
+    record's field `name` with its type, any other string is formatted with the fields, and a
+    string without braces is a literal. The inner JSON is the list of items, or, when
+    `list_key` is set, an object {**extra, list_key: items}.
+    """
+
+    endpoint: str
+    fields: tuple[tuple[str, str], ...]
+    list_key: str = ""
+    extra: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformSpec:
+    name: str  # the uplink's name in health, status and the outbox's delivery progress
+    profile: Profile
+    url: str  # base URL; an endpoint's path is appended after a "/"
+    enterprise_code: str  # qybm
+    gateway_code: str  # wgbm
+    key: bytes = field(repr=False)
+    iv: bytes = field(repr=False)
+    telemetry: FieldMap | None
+    alarm: FieldMap | None
+    codes: frozenset[str]  # the point codes sent to this platform
+    decimals: Mapping[str, int]  # per point code
+    default_decimals: int = 2
+    period: float = 60.0  # seconds: one value per point and period (rtsData)
+    scd: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_SCD))
+    appid: str = ""
+    appsecret: str = field(default="", repr=False)
+    timezone: str = "Asia/Shanghai"  # the platform's local time for "YYYY-MM-DD HH:MM:SS"
+    timeout: float = 10.0  # seconds per HTTP request
+    max_items: int = 500  # items per request
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    hex_upper: bool = True  # the envelope's hex case
+
+    def decimals_of(self, code: str) -> int:
+        return self.decimals.get(code, self.default_decimals)
+
+
+def scd_for(table: Mapping[str, int], kind: str, direction: str, level: str | None) -> int:
+    """The status code for an alarm record after its transition (level None: cleared)."""
+    if level is None:
+        return table.get(f"{kind}.clear", table.get("clear", 0))
+    for key in (f"{kind}.{direction}.{level}", f"{kind}.{level}", kind, f"{direction}.{level}"):
+        if key in table:
+            return table[key]
+    return table.get(f"high.{level}", DEFAULT_SCD.get(f"high.{level}", 4))
