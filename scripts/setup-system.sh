@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Install the system packages that the demo and the tests need, only when they are missing:
-# python3 (>= 3.11) with venv, mosquitto (the MQTT broker) and socat (pty pairs for RS-485 tests).
+# python3 (>= 3.11) with venv, mosquitto (the MQTT broker), socat (pty pairs for RS-485 tests)
+# and systemd-analyze (unit file checks).
 set -euo pipefail
 
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v socat >/dev/null 2>&1 || need+=(socat)
+# systemd-analyze checks the service unit in the tests (present wherever systemd is)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if ! python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
     need+=(python3)
 fi
