@@ -38,6 +38,10 @@ def bus_mark(name: str) -> str:
     return f"bus {name!r}"
 
 
+def platform_mark(name: str) -> str:
+    return f"platform uplink {name!r}"
+
+
 class Ops:
     def __init__(self, agent: Agent, clock: ClockMonitor | None = None) -> None:
         self.agent = agent
@@ -68,6 +72,10 @@ class Ops:
         self.progress.expect(
             UPLINK_MARK, 2 * (up.backoff_cap + up.publish_timeout + up.keepalive) + 30
         )
+        for pf in self.agent.platforms:  # each HTTP platform uplink's loop must turn too
+            self.progress.expect(
+                platform_mark(pf.name), 2 * (pf.spec.backoff_cap + pf.spec.timeout) + 30
+            )
 
     def observe(self, frame: Frame) -> None:
         """A frame was stored in the outbox: polling of its bus and the outbox progress."""
@@ -76,6 +84,8 @@ class Ops:
 
     def stalled(self) -> str | None:
         self.progress.mark(UPLINK_MARK, self.agent.forwarder.stats.last_progress or None)
+        for pf in self.agent.platforms:
+            self.progress.mark(platform_mark(pf.name), pf.stats.last_progress or None)
         return self.progress.stalled()
 
     # -- tasks ----------------------------------------------------------------------------

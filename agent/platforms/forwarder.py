@@ -85,6 +85,8 @@ class PlatformForwarder:
             except UplinkError as exc:
                 self._failed(exc)
                 return False
+            finally:
+                self.stats.last_progress = time.monotonic()  # a long batch is not a stall
             self.requests += 1
             self.items += req.items
         await self.consumer.ack(batch)

@@ -221,9 +221,11 @@ async def test_receiver_outage_loses_nothing_while_mqtt_keeps_flowing(
                 20,
                 "every record over MQTT",
             )
+            # The receiver has everything; wait for the forwarder to record its last ack
+            # while it still runs (stopping it first would cancel that ack).
+            await eventually(lambda: pf.stats.records >= produced * N_POINTS, 10, "the last ack")
     assert got_rts(receiver) == want
     assert receiver.refused == []
-    await eventually(lambda: pf.stats.records >= produced * N_POINTS, 10, "the last ack")
     stats = await box.stats()
     assert stats.pending_records["telemetry"] == 0  # both acked: the rows are gone
 
