@@ -26,6 +26,7 @@ from agent.mqtt import MqttUplink, UplinkError
 from agent.outbox import Outbox
 from agent.payload import encode_alarms, encode_telemetry
 from firmware_sim.harness import Broker, free_port
+from tests.factories import point
 
 pytestmark = pytest.mark.integration
 
@@ -57,27 +58,10 @@ def topic(stream: str) -> str:
 
 def make_points() -> list[PointSpec]:
     return [
-        PointSpec(
-            index=i,
-            device="dc1",
-            key=f"k{i}",
-            code=f"P{i}",
-            name_zh="压力",
-            name_en="pressure",
-            bus="b1",
-            unit_id=1,
-            table="input",
-            address=2 * i,
-            type="float32",
-            order="ABCD",
-            scale=1.0,
-            offset=0.0,
-            unit="kPa",
-            kind="pressure",
-            rule=None,
-        )
+        point(i, device="dc1", key=f"k{i}", code=f"P{i}", name_zh="压力", name_en="pressure",
+              bus="b1", unit="kPa", kind="pressure")
         for i in range(N_POINTS)
-    ]
+    ]  # fmt: skip
 
 
 POINTS = make_points()

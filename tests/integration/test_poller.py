@@ -19,6 +19,7 @@ from agent.plan import compile_plan
 from agent.poller import BusPoller, LinkChange
 from drivers.base import SourceLinkError, Table
 from drivers.modbus_tcp import ModbusTcpSource
+from tests.factories import point
 from tests.modbus_server import ModbusTestServer
 
 DEADLINE = 10.0  # generous upper bound for any condition; tests pass far sooner
@@ -36,25 +37,10 @@ def pt(
     scale: float = 1.0,
     offset: float = 0.0,
 ) -> PointSpec:
-    return PointSpec(
-        index=index,
-        device=f"dc{unit}",
-        key=f"p{index}",
-        code=f"C{index}",
-        name_zh="",
-        name_en="",
-        bus="line",
-        unit_id=unit,
-        table=table,
-        address=address,
-        type=type,
-        order=order,
-        scale=scale,
-        offset=offset,
-        unit="",
-        kind="",
-        rule=None,
-    )
+    return point(
+        index, device=f"dc{unit}", code=f"C{index}", bus="line", unit_id=unit, table=table,
+        address=address, type=type, order=order, scale=scale, offset=offset, kind="",
+    )  # fmt: skip
 
 
 POINTS = [

@@ -24,6 +24,7 @@ from agent.payload import (
     encode_telemetry,
     merge_columns,
 )
+from tests.factories import point as make_point
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schema"
 SITE = SiteSpec(enterprise_code="E100", gateway_id="gw-1")
@@ -102,25 +103,10 @@ def check(message: bytes, schema_name: str) -> dict[str, Any]:
 
 
 def point(index: int, code: str, unit: str = "°C") -> PointSpec:
-    return PointSpec(
-        index=index,
-        device=f"dc{index // 2}",
-        key=f"k{index}",
-        code=code,
-        name_zh="温度",
-        name_en="temperature",
-        bus="b1",
-        unit_id=1,
-        table="holding",
-        address=index * 2,
-        type="float32",
-        order="ABCD",
-        scale=1.0,
-        offset=0.0,
-        unit=unit,
-        kind="hopper_temperature",
-        rule=None,
-    )
+    return make_point(
+        index, device=f"dc{index // 2}", key=f"k{index}", code=code, name_zh="温度",
+        name_en="temperature", bus="b1", table="holding", unit=unit, kind="hopper_temperature",
+    )  # fmt: skip
 
 
 POINTS = [point(0, "P0"), point(1, "P1", "kPa"), point(2, "P2")]

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from agent.model import BusSpec, DataType, PointSpec
 from agent.plan import BusPlan, compile_plan, estimate_cycle_s, format_plan
 from drivers.base import MAX_REGISTERS_PER_READ, Block, Table
+from tests.factories import point
 
 BUS = BusSpec("line1", "tcp", "10.0.0.5", 502, timeout=0.5, retries=1, poll_interval=1.0)
 
@@ -23,25 +24,10 @@ def pt(
     table: Table = "holding",
     bus: str = "line1",
 ) -> PointSpec:
-    return PointSpec(
-        index=index,
-        device=f"dc{unit}",
-        key=f"p{index}",
-        code=f"C{index}",
-        name_zh="",
-        name_en="",
-        bus=bus,
-        unit_id=unit,
-        table=table,
-        address=address,
-        type=type,
-        order="ABCD",
-        scale=1.0,
-        offset=0.0,
-        unit="",
-        kind="",
-        rule=None,
-    )
+    return point(
+        index, device=f"dc{unit}", code=f"C{index}", bus=bus, unit_id=unit, table=table,
+        address=address, type=type, kind="",
+    )  # fmt: skip
 
 
 def blocks_of(points: list[PointSpec], max_gap: int = 4) -> tuple[Block, ...]:

@@ -29,6 +29,7 @@ from agent.platforms.crypto import (
 from agent.platforms.records import Translator
 from agent.platforms.spec import DEFAULT_SCD, PlatformSpec, scd_for
 from firmware_sim.harness import dump_toml
+from tests.factories import point as make_point
 from tests.unit.test_config import BASE
 
 PLAIN = b'[{"tnm":"P1","ts":"2024-05-01 12:00:00","val":"27.20"}]'
@@ -95,10 +96,9 @@ def test_keys_as_text_or_hex() -> None:
 
 
 def point(i: int, code: str) -> PointSpec:
-    return PointSpec(
-        index=i, device="DC-1", key=f"k{i}", code=code, name_zh="温度", name_en="temp",
-        bus="b", unit_id=1, table="input", address=i, type="float32", order="ABCD", scale=1.0,
-        offset=0.0, unit="°C", kind="generic", rule=None, code_explicit=True,
+    return make_point(
+        i, key=f"k{i}", code=code, name_zh="温度", name_en="temp", address=i, unit="°C",
+        code_explicit=True,
     )  # fmt: skip
 
 

@@ -17,28 +17,17 @@ from agent.model import AlarmEvent, Frame, PointSpec, ThresholdRule
 from agent.rules import RuleEngine
 from agent.rules.reference import ScalarEngine
 from agent.rulespec import PointRules
+from tests.factories import point
 
 NAN = math.nan
 
 
 def spec(i: int, rule: ThresholdRule | None = None, **rules: object) -> PointSpec:
-    return PointSpec(
-        index=i,
-        device="DC-1",
-        key=f"p{i}",
-        code=f"P{i:03d}",
+    return point(
+        i,
         name_zh="点",
         name_en="point",
-        bus="b",
-        unit_id=1,
-        table="input",
-        address=2 * i,
-        type="float32",
-        order="ABCD",
-        scale=1.0,
-        offset=0.0,
         unit="u",
-        kind="generic",
         rule=rule,
         rules=PointRules(**rules),  # type: ignore[arg-type]
     )

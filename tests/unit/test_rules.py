@@ -12,30 +12,16 @@ from hypothesis import strategies as st
 
 from agent.model import AlarmEvent, Frame, PointSpec, ThresholdRule
 from agent.rules import DIRECTIONS, RuleEngine, band_limit, make_event
+from tests.factories import point
 
 NAN = math.nan
 
 
 def spec(index: int, rule: ThresholdRule | None, unit: str = "°C") -> PointSpec:
-    return PointSpec(
-        index=index,
-        device="DC-1",
-        key=f"p{index}",
-        code=f"P{index:03d}",
-        name_zh="灰斗温度",
-        name_en="ash-hopper temperature",
-        bus="bus0",
-        unit_id=1,
-        table="holding",
-        address=index * 2,
-        type="float32",
-        order="ABCD",
-        scale=1.0,
-        offset=0.0,
-        unit=unit,
-        kind="hopper_temperature",
-        rule=rule,
-    )
+    return point(
+        index, name_zh="灰斗温度", name_en="ash-hopper temperature", bus="bus0", table="holding",
+        unit=unit, kind="hopper_temperature", rule=rule,
+    )  # fmt: skip
 
 
 def frame(index: Sequence[int], ts: Sequence[float] | float, value: Sequence[float]) -> Frame:

@@ -24,6 +24,7 @@ from agent.rules.reference import ScalarEngine
 from agent.rulespec import PointRules
 from firmware_sim.harness import dump_toml
 from tests.conftest import REPO
+from tests.factories import point
 
 NAN = math.nan
 COMM = int(Quality.COMM_FAIL)
@@ -32,26 +33,10 @@ COMM = int(Quality.COMM_FAIL)
 def spec(
     i: int, rule: ThresholdRule | None = None, *, unit: int = 1, device: str = "DC-1", **kw: Any
 ) -> PointSpec:
-    return PointSpec(
-        index=i,
-        device=device,
-        key=f"p{i}",
-        code=f"P{i:03d}",
-        name_zh="点",
-        name_en="point",
-        bus="b",
-        unit_id=unit,
-        table="input",
-        address=2 * i,
-        type="float32",
-        order="ABCD",
-        scale=1.0,
-        offset=0.0,
-        unit="u",
-        kind="generic",
-        rule=rule,
+    return point(
+        i, device=device, name_zh="点", name_en="point", unit_id=unit, unit="u", rule=rule,
         rules=PointRules(**kw),
-    )
+    )  # fmt: skip
 
 
 def frame(
