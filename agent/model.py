@@ -204,9 +204,6 @@ class AgentConfig:
     storage: StorageSpec
     platforms: tuple[PlatformSpec, ...] = ()  # [[platforms]]: HTTP uplinks beside MQTT
 
-    def points_of_bus(self, bus: str) -> tuple[PointSpec, ...]:
-        return tuple(p for p in self.points if p.bus == bus)
-
     def topic(self, stream: str) -> str:
         site = self.site
         return f"{self.uplink.topic_prefix}/{site.enterprise_code}/{site.gateway_id}/{stream}"

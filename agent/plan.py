@@ -46,11 +46,6 @@ class BusPlan:
     def registers(self) -> int:
         return self.buffer_size
 
-    def block_label(self, b: int) -> str:
-        """A short human name for block `b`, e.g. "unit 3 holding 100-109"."""
-        blk = self.blocks[b]
-        return f"unit {blk.unit_id} {blk.table} {blk.address}-{blk.address + blk.count - 1}"
-
     def block_points(self, b: int) -> tuple[str, ...]:
         return tuple(k for k, pb in zip(self.point_keys, self.point_block, strict=True) if pb == b)
 
