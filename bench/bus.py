@@ -24,9 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent.model import BusSpec, Frame, PointSpec  # noqa: E402
-from agent.plan import compile_plan  # noqa: E402
-from agent.poller import BusPoller  # noqa: E402
+from agent.core.model import BusSpec, Frame, PointSpec  # noqa: E402
+from agent.source.plan import compile_plan  # noqa: E402
+from agent.source.poller import BusPoller  # noqa: E402
 from drivers.registry import make_source  # noqa: E402
 from drivers.rtu_frame import FC_READ_HOLDING, LineTiming  # noqa: E402
 

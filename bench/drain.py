@@ -23,11 +23,11 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent.forwarder import Forwarder  # noqa: E402
-from agent.model import AlarmEvent, SiteSpec, UplinkSpec  # noqa: E402
-from agent.mqtt import MqttUplink  # noqa: E402
-from agent.outbox import Entry, Outbox  # noqa: E402
-from agent.payload import encode_alarms  # noqa: E402
+from agent.core.model import AlarmEvent, SiteSpec, UplinkSpec  # noqa: E402
+from agent.store.outbox import Entry, Outbox  # noqa: E402
+from agent.uplink.forwarder import Forwarder  # noqa: E402
+from agent.uplink.mqtt import MqttUplink  # noqa: E402
+from agent.uplink.payload import encode_alarms  # noqa: E402
 from firmware_sim.harness import Broker  # noqa: E402
 
 SITE = SiteSpec("BENCH", "GW")

@@ -25,10 +25,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from agent.model import Frame, PointSpec, ThresholdRule
+from agent.core.model import Frame, PointSpec, ThresholdRule
+from agent.core.rulespec import PointRules
 from agent.rules import RuleEngine
 from agent.rules.reference import ScalarEngine
-from agent.rulespec import PointRules
 
 WARM = 20  # ticks before timing: the rate fit and the windows fill
 EVERY_KIND = PointRules(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-Table = Literal["holding", "input", "coil", "discrete"]
+from agent.core.model import Table
+
+__all__ = ["Table"]  # re-exported: the table names are part of the driver contract
+
 BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete"})
 
 MAX_REGISTERS_PER_READ = 125

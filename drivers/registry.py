@@ -13,7 +13,7 @@ from drivers.rtu_frame import LineTiming
 
 
 class BusSettings(Protocol):
-    """What a driver needs of a bus (agent.model.BusSpec has these fields)."""
+    """What a driver needs of a bus (agent.core.model.BusSpec has these fields)."""
 
     @property
     def name(self) -> str: ...

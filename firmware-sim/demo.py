@@ -92,7 +92,7 @@ def _agent_command(agent_cmd: str | None) -> list[str]:
     if beside.exists():
         return [str(beside)]
     found = shutil.which("dust-agent")
-    return [found] if found else [sys.executable, "-m", "agent.cli"]
+    return [found] if found else [sys.executable, "-m", "agent.cli.main"]
 
 
 async def _stop_process(proc: asyncio.subprocess.Process | None) -> int | None:

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Test machines and containers rarely run NTP, so the kernel reports the clock unsynchronised
 # and every record would carry CLOCK_UNSYNCED. Agents started by the tests take the clock as
-# synchronised; tests of the detection itself use agent.clock's injectable probes.
+# synchronised; tests of the detection itself use agent.service.clock's injectable probes.
 os.environ.setdefault("DUST_AGENT_CLOCK_SYNC", "yes")
 
 

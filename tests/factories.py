@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.model import PointSpec
+from agent.core.model import PointSpec
 
 
 def point(index: int, **fields: Any) -> PointSpec:

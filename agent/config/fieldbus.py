@@ -8,7 +8,7 @@ from msgspec import UNSET, UnsetType
 
 from agent.config.errors import ConfigError
 from agent.config.schema import RawBus, RawPoint
-from agent.model import REGISTER_WIDTH, BusSpec, PointSpec
+from agent.core.model import REGISTER_WIDTH, BusSpec, PointSpec
 
 BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 

@@ -43,7 +43,7 @@ from agent.config.schema import (
     field_names,
 )
 from agent.config.uplink import storage_spec, uplink_spec
-from agent.model import (
+from agent.core.model import (
     REGISTER_WIDTH,
     AgentConfig,
     PointSpec,

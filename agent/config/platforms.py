@@ -11,12 +11,12 @@ import msgspec
 
 from agent.config.errors import ConfigError
 from agent.config.schema import RawFieldMap, RawPlatform
-from agent.model import PointSpec, SiteSpec
-from agent.platforms import hebei
-from agent.platforms.crypto import DES_BYTES, SM4_BYTES, parse_key
-from agent.platforms.records import ALARM_FIELDS, TELEMETRY_FIELDS, template_names
-from agent.platforms.spec import DEFAULT_SCD, FieldMap, PlatformSpec
-from agent.secrets import SecretError, resolve
+from agent.config.secrets import SecretError, resolve
+from agent.core.model import PointSpec, SiteSpec
+from agent.core.platformspec import DEFAULT_SCD, FieldMap, PlatformSpec
+from agent.uplink.platforms import hebei
+from agent.uplink.platforms.crypto import DES_BYTES, SM4_BYTES, parse_key
+from agent.uplink.platforms.records import ALARM_FIELDS, TELEMETRY_FIELDS, template_names
 
 MAX_PERIOD = 300.0  # Hebei V1.1: upload at least every 5 minutes
 MAX_LISTED = 20

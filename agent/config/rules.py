@@ -14,8 +14,8 @@ from msgspec import UNSET
 
 from agent.config.errors import ConfigError
 from agent.config.schema import RawConfig, RawRule, RawRulesPack, field_names
-from agent.model import PointSpec, ThresholdRule
-from agent.rulespec import MAX_STATE, PointRules
+from agent.core.model import PointSpec, ThresholdRule
+from agent.core.rulespec import MAX_STATE, PointRules
 
 # Sensor kinds the agent knows (DOMAIN.md); a point's kind selects its default rules.
 KNOWN_KINDS: tuple[str, ...] = (

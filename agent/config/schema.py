@@ -25,7 +25,7 @@ class RawRule(_Strict):
     hysteresis_pct: float | UnsetType = UNSET
     on_delay: float | UnsetType = UNSET
     off_delay: float | UnsetType = UNSET
-    # The other rule kinds (docs/config.md "Rules"; agent/rulespec.py says what each does).
+    # The other rule kinds (docs/config.md "Rules"; agent/core/rulespec.py says what each does).
     when: str | UnsetType = UNSET  # gate: "key" or "device.key" that must be on; "off" = none
     rate_warning: Threshold = UNSET
     rate_alarm: Threshold = UNSET
@@ -177,7 +177,7 @@ class RawStorage(_Strict):
 
 
 class RawFieldMap(_Strict):
-    """One endpoint's declarative field mapping (agent.platforms.spec.FieldMap)."""
+    """One endpoint's declarative field mapping (agent.core.platformspec.FieldMap)."""
 
     endpoint: str
     fields: dict[str, str]

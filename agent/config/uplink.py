@@ -11,8 +11,16 @@ import msgspec
 
 from agent.config.errors import ConfigError
 from agent.config.schema import RawStorage, RawUplink
-from agent.model import BusSpec, Credentials, PointSpec, SiteSpec, StorageSpec, TlsSpec, UplinkSpec
-from agent.secrets import SecretError, resolve
+from agent.config.secrets import SecretError, resolve
+from agent.core.model import (
+    BusSpec,
+    Credentials,
+    PointSpec,
+    SiteSpec,
+    StorageSpec,
+    TlsSpec,
+    UplinkSpec,
+)
 
 CAP_DAYS = 7  # the default storage cap holds this many days of telemetry at the poll rate
 ROW_OVERHEAD = 80  # bytes per stored chunk (SQLite row, index entry, JSON framing)

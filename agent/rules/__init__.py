@@ -12,7 +12,7 @@ texts.py      Chinese and English alarm texts
 reference.py  the same semantics per point in plain Python (tests and bench)
 """
 
-from agent.model import Direction
+from agent.core.model import Direction
 from agent.rules.engine import ActiveAlarm, AlarmLookupError, RuleEngine
 from agent.rules.texts import LEVELS, make_event, transition_of
 from agent.rules.threshold import band_limit

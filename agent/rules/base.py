@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.model import Direction, PointSpec
+from agent.core.model import Direction, PointSpec
 from agent.rules.rows import BoolArray, Cols, FloatArray, IntArray, Rows
 
 NAN = math.nan

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.model import PointSpec
+from agent.core.model import PointSpec
 
 
 def _g(v: float) -> str:

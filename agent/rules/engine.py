@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agent.model import AlarmEvent, Direction, Frame, Level, PointSpec
-from agent.model import Quality as Q
+from agent.core.model import AlarmEvent, Direction, Frame, Level, PointSpec
+from agent.core.model import Quality as Q
 from agent.rules.base import Kind
 from agent.rules.lifecycle import AlarmState, chattering
 from agent.rules.quality import Quality
@@ -541,7 +541,7 @@ class RuleEngine:
                 self._states[aid] = st
         return dropped
 
-    # agent.reload's StatefulEngine protocol: the alarm state moves to the new engine.
+    # agent.service.reload's StatefulEngine protocol: the alarm state moves to the new engine.
     def export_state(self) -> dict[str, Any]:
         return self.snapshot()
 

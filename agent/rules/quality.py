@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agent.model import PointSpec
+from agent.core.model import PointSpec
 from agent.rules.base import Kind, Slot, matrix
 from agent.rules.rows import BoolArray, Cols, FloatArray, Rows
 

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from agent.model import Frame, PointSpec, Quality
+from agent.core.model import Frame, PointSpec, Quality
 from agent.rules.quality import LOOP_HIGH_MA, LOOP_LOW_MA
 from agent.rules.texts import LEVELS, transition_of
 from agent.rules.window import BUCKETS

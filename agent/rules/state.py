@@ -10,10 +10,10 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from agent.model import PointSpec
+from agent.core.model import PointSpec
+from agent.core.rulespec import MAX_STATE
 from agent.rules.base import Kind, Slot, matrix
 from agent.rules.rows import BoolArray, Cols, FloatArray, IntArray, Rows
-from agent.rulespec import MAX_STATE
 
 Int64Array = npt.NDArray[np.int64]
 ALL_STATES = (1 << (MAX_STATE + 1)) - 1  # every value a state rule can name

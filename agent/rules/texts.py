@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 
-from agent.model import AlarmEvent, Direction, Level, PointSpec, Transition
+from agent.core.model import AlarmEvent, Direction, Level, PointSpec, Transition
 
 LEVELS: tuple[Level | None, Level, Level, Level] = (None, "warning", "alarm", "critical")
 LEVEL_WORDS: dict[int, tuple[str, str]] = {

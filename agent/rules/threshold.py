@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agent.model import Direction, PointSpec
+from agent.core.model import Direction, PointSpec
 from agent.rules.base import Kind, Slot, matrix, opt
 from agent.rules.rows import BoolArray, Cols, FloatArray, Rows
 

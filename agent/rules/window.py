@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agent.model import PointSpec
+from agent.core.model import PointSpec
 from agent.rules.base import Kind, Slot, abs_cols, matrix, opt
 from agent.rules.rows import BoolArray, Cols, FloatArray, IntArray, Rows
 

@@ -19,12 +19,12 @@ import numpy as np
 import orjson
 import pytest
 
-from agent.backoff import Backoff
-from agent.forwarder import Forwarder, honour_cancel
-from agent.model import AlarmEvent, Frame, PointSpec, SiteSpec, Transition, UplinkSpec
-from agent.mqtt import MqttUplink, UplinkError
-from agent.outbox import Outbox
-from agent.payload import encode_alarms, encode_telemetry
+from agent.core.backoff import Backoff
+from agent.core.model import AlarmEvent, Frame, PointSpec, SiteSpec, Transition, UplinkSpec
+from agent.store.outbox import Outbox
+from agent.uplink.forwarder import Forwarder, honour_cancel
+from agent.uplink.mqtt import MqttUplink, UplinkError
+from agent.uplink.payload import encode_alarms, encode_telemetry
 from firmware_sim.harness import Broker, free_port
 from tests.factories import point
 
@@ -251,11 +251,11 @@ async def test_records_arrive_alarms_first_with_online_status(
 CHILD = """
 import asyncio, sys
 from pathlib import Path
-from agent.backoff import Backoff
-from agent.forwarder import Forwarder, honour_cancel
-from agent.model import SiteSpec, UplinkSpec
-from agent.mqtt import MqttUplink
-from agent.outbox import Outbox
+from agent.core.backoff import Backoff
+from agent.uplink.forwarder import Forwarder, honour_cancel
+from agent.core.model import SiteSpec, UplinkSpec
+from agent.uplink.mqtt import MqttUplink
+from agent.store.outbox import Outbox
 
 async def main() -> None:
     box = Outbox(Path(sys.argv[2]), 10_000_000)
@@ -302,7 +302,7 @@ async def outage(broker: Broker, col: Collector, fwd: Forwarder, prod: Producer)
 async def test_broker_outage_loses_nothing_and_leaves_no_gap(
     broker: Broker, outbox: Outbox, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="agent.forwarder")
+    caplog.set_level(logging.INFO, logger="agent.uplink.forwarder")
     col = Collector(broker.port)
     prod = Producer(outbox)
     up = spec(broker.port)

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from agent.status_file import STATUS_NAME, read_status
+from agent.service.status_file import STATUS_NAME, read_status
 from firmware_sim.harness import Broker, dump_toml
 from tests.conftest import REPO
 from tests.e2e import BIN, Collector, Proc, agent_config, simulator, start_agent, wait_for

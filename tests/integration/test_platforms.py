@@ -17,16 +17,16 @@ import numpy as np
 import orjson
 import pytest
 
-from agent.forwarder import Forwarder
-from agent.model import Frame
-from agent.mqtt import MqttUplink
-from agent.outbox import Outbox
-from agent.payload import encode_alarms, encode_telemetry
-from agent.platforms import hebei, mem
-from agent.platforms.forwarder import PlatformForwarder, make_platform_forwarder
-from agent.platforms.http import HttpUplink, PlatformRefused
-from agent.platforms.receiver import Receiver
-from agent.platforms.spec import PlatformSpec
+from agent.core.model import Frame
+from agent.core.platformspec import PlatformSpec
+from agent.store.outbox import Outbox
+from agent.uplink.forwarder import Forwarder
+from agent.uplink.mqtt import MqttUplink
+from agent.uplink.payload import encode_alarms, encode_telemetry
+from agent.uplink.platforms import hebei, mem
+from agent.uplink.platforms.forwarder import PlatformForwarder, make_platform_forwarder
+from agent.uplink.platforms.http import HttpUplink, PlatformRefused
+from agent.uplink.platforms.receiver import Receiver
 from firmware_sim.harness import Broker
 from tests.e2e import Proc
 from tests.integration.test_forwarder import (
@@ -286,7 +286,7 @@ def test_agent_feeds_mqtt_and_the_platform_and_reports_each(broker: Broker, tmp_
     """The real agent process: dust-sim → dust-agent → mosquitto and the Hebei receiver."""
     import tomllib
 
-    from agent.status_file import STATUS_NAME
+    from agent.service.status_file import STATUS_NAME
     from firmware_sim.harness import dump_toml
     from tests.e2e import Collector as MqttCollector
     from tests.e2e import agent_config, simulator, start_agent, wait_for

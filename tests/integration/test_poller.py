@@ -13,10 +13,10 @@ from contextlib import asynccontextmanager
 import numpy as np
 import pytest
 
-from agent.backoff import Backoff
-from agent.model import BusSpec, DataType, Frame, PointSpec, Quality, WordOrder
-from agent.plan import compile_plan
-from agent.poller import BusPoller, LinkChange
+from agent.core.backoff import Backoff
+from agent.core.model import BusSpec, DataType, Frame, PointSpec, Quality, WordOrder
+from agent.source.plan import compile_plan
+from agent.source.poller import BusPoller, LinkChange
 from drivers.base import SourceLinkError, Table
 from drivers.modbus_tcp import ModbusTcpSource
 from tests.factories import point
@@ -177,7 +177,7 @@ async def test_values_decode_right(server: ModbusTestServer) -> None:
 async def test_exception_response_flags_only_that_block(
     server: ModbusTestServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="agent.poller")
+    caplog.set_level(logging.INFO, logger="agent.source.poller")
     async with running(server.port) as (poller, frames):
         await frames.wait_for(all_good)
         server.fail(2, exception=6)  # device busy
@@ -192,7 +192,7 @@ async def test_exception_response_flags_only_that_block(
         f = await frames.wait_for(all_good, after=n)
         assert f.value[5] == 42.0
     assert poller.stats.protocol_errors >= 3
-    ours = [r for r in caplog.records if r.name == "agent.poller"]
+    ours = [r for r in caplog.records if r.name == "agent.source.poller"]
     warnings = [r for r in ours if r.levelno == logging.WARNING]
     assert len(warnings) == 1  # ...logged once when it started
     assert "unit 2 holding 0-2" in warnings[0].getMessage()

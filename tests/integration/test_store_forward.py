@@ -1,6 +1,6 @@
 """Store-and-forward under chaos, real mosquitto: outage at 100 points/s with live beside the
 backlog, SIGKILL of the agent at random moments, the disk cap reached during an outage, and
-an alarm raised while a large backlog drains. The reference consumer (agent.consumer.Tracker)
+an alarm raised while a large backlog drains. The reference consumer (agent.uplink.consumer.Tracker)
 checks that every seq was delivered or reported dropped.
 
 Short forms run in `make test`; the full-length outage: DUST_OUTAGE_S=60 pytest -k outage.
@@ -22,10 +22,10 @@ import aiomqtt
 import orjson
 import pytest
 
-from agent.consumer import Tracker
-from agent.forwarder import Forwarder, honour_cancel
-from agent.outbox import Entry, Outbox
-from agent.payload import encode_alarms, encode_telemetry
+from agent.store.outbox import Entry, Outbox
+from agent.uplink.consumer import Tracker
+from agent.uplink.forwarder import Forwarder, honour_cancel
+from agent.uplink.payload import encode_alarms, encode_telemetry
 from firmware_sim.harness import Broker
 from tests.integration.test_forwarder import (
     POINTS,
@@ -145,11 +145,11 @@ async def test_outage_at_100_points_per_s_live_stays_current_beside_the_backlog(
 CHILD = """
 import asyncio, sys, time
 from pathlib import Path
-from agent.forwarder import Forwarder
-from agent.model import SiteSpec, UplinkSpec
-from agent.mqtt import MqttUplink
-from agent.outbox import Entry, Outbox
-from agent.payload import encode_event
+from agent.uplink.forwarder import Forwarder
+from agent.core.model import SiteSpec, UplinkSpec
+from agent.uplink.mqtt import MqttUplink
+from agent.store.outbox import Entry, Outbox
+from agent.uplink.payload import encode_event
 import orjson
 
 def telemetry(k: int) -> Entry:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.model import SiteSpec, TlsSpec, UplinkSpec
-from agent.mqtt import MqttUplink, UplinkError
+from agent.core.model import SiteSpec, TlsSpec, UplinkSpec
+from agent.uplink.mqtt import MqttUplink, UplinkError
 from firmware_sim.harness import Broker, HarnessError, mosquitto_path
 
 pytestmark = pytest.mark.integration

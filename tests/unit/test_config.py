@@ -231,7 +231,7 @@ def test_example_config_is_valid() -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args],
+        [sys.executable, "-m", "agent.cli.main", *args],
         check=False,
         capture_output=True,
         text=True,

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pymodbus.client import AsyncModbusTcpClient as Client
 
-from agent.decode import Decoder, DecodeSpec
-from agent.model import DATA_TYPES, REGISTER_WIDTH, WORD_ORDERS, DataType, WordOrder
+from agent.core.model import DATA_TYPES, REGISTER_WIDTH, WORD_ORDERS, DataType, WordOrder
+from agent.source.decode import Decoder, DecodeSpec
 
 _PM_TYPE = {
     "uint16": Client.DATATYPE.UINT16,

@@ -9,10 +9,10 @@ import orjson
 import pytest
 
 from agent.config import ConfigError, load_config
-from agent.consumer import Tracker
-from agent.guard import StoreGuard
-from agent.outbox import Entry, Outbox
-from agent.secrets import SecretError, read_secret, resolve
+from agent.config.secrets import SecretError, read_secret, resolve
+from agent.store.guard import StoreGuard
+from agent.store.outbox import Entry, Outbox
+from agent.uplink.consumer import Tracker
 from tests.unit.test_config import BASE, write
 
 # -- secrets ---------------------------------------------------------------------------------

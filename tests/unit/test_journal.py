@@ -11,9 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agent.alarms_cli import alarms_report, display_width, fit, parse_since
-from agent.journal import GENESIS, Journal, journal_files, read_journal, verify_journal
-from agent.model import AlarmEvent, Level, Transition
+from agent.cli.alarms import alarms_report, display_width, fit, parse_since
+from agent.core.model import AlarmEvent, Level, Transition
+from agent.store.journal import GENESIS, Journal, journal_files, read_journal, verify_journal
 
 T0 = 1_714_521_600.0  # 2024-05-01 00:00:00 UTC = 08:00 in Asia/Shanghai
 

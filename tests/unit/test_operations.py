@@ -1,4 +1,5 @@
-"""agent.clock (sync probe, jump detection), agent.systemd (notify, watchdog progress) and the
+"""agent.service.clock (sync probe, jump detection), agent.service.systemd (notify, watchdog
+progress) and the
 status table, with injected clocks and a real datagram socket; no sleeps."""
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.clock import ClockMonitor, probe_sync
-from agent.status_cli import exit_code, to_table
-from agent.status_file import StatusFile, read_status
-from agent.systemd import Progress, Watchdog, sd_notify, watchdog_interval
+from agent.cli.status import exit_code, to_table
+from agent.service.clock import ClockMonitor, probe_sync
+from agent.service.status_file import StatusFile, read_status
+from agent.service.systemd import Progress, Watchdog, sd_notify, watchdog_interval
 
 
 class FakeClock:

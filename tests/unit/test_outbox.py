@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agent.outbox import Entry, Outbox, OutboxWriteError, Row, Stream
+from agent.store.outbox import Entry, Outbox, OutboxWriteError, Row, Stream
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -289,7 +289,7 @@ async def test_live_before_backlog_and_batches_in_flight(tmp_path: Path) -> None
 CHILD = """
 import asyncio, sys, time
 from pathlib import Path
-from agent.outbox import Entry, Outbox
+from agent.store.outbox import Entry, Outbox
 
 async def main() -> None:
     box = Outbox(Path(sys.argv[1]), 100_000_000)

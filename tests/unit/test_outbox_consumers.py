@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from agent.outbox import Entry, Outbox, OutboxConsumer, Stream
+from agent.store.outbox import Entry, Outbox, OutboxConsumer, Stream
 
 TWO = ("mqtt", "hebei")
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import store
-from agent.outbox import Outbox, OutboxWriteError
-from agent.payload import encode_event
+from agent.store import sqlite as store
+from agent.store.outbox import Outbox, OutboxWriteError
+from agent.uplink.payload import encode_event
 
 
 async def test_open_is_deferred_until_the_database_can_be_written(

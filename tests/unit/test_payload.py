@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.model import AlarmEvent, Frame, PointSpec, Quality, SiteSpec
-from agent.outbox import Batch, Entry, Row, event_body
-from agent.payload import (
+from agent.core.model import AlarmEvent, Frame, PointSpec, Quality, SiteSpec
+from agent.store.outbox import Batch, Entry, Row, event_body
+from agent.uplink.payload import (
     TELEMETRY_COLUMNS,
     build_message,
     build_status,

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.model import BusSpec, DataType, PointSpec
-from agent.plan import BusPlan, compile_plan, estimate_cycle_s, format_plan
+from agent.core.model import BusSpec, DataType, PointSpec
+from agent.source.plan import BusPlan, compile_plan, estimate_cycle_s, format_plan
 from drivers.base import MAX_REGISTERS_PER_READ, Block, Table
 from tests.factories import point
 

@@ -12,11 +12,12 @@ import orjson
 import pytest
 
 from agent.config import ConfigError, load_config
-from agent.model import AlarmEvent, Frame, PointSpec
-from agent.outbox import Batch, Row
-from agent.payload import encode_alarms, encode_telemetry
-from agent.platforms import hebei, mem
-from agent.platforms.crypto import (
+from agent.core.model import AlarmEvent, Frame, PointSpec
+from agent.core.platformspec import DEFAULT_SCD, PlatformSpec, scd_for
+from agent.store.outbox import Batch, Row
+from agent.uplink.payload import encode_alarms, encode_telemetry
+from agent.uplink.platforms import hebei, mem
+from agent.uplink.platforms.crypto import (
     EnvelopeError,
     des_cbc,
     hebei_open,
@@ -26,8 +27,7 @@ from agent.platforms.crypto import (
     sm4_open,
     sm4_seal,
 )
-from agent.platforms.records import Translator
-from agent.platforms.spec import DEFAULT_SCD, PlatformSpec, scd_for
+from agent.uplink.platforms.records import Translator
 from firmware_sim.harness import dump_toml
 from tests.factories import point as make_point
 from tests.unit.test_config import BASE

@@ -13,10 +13,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.model import AlarmEvent, Frame, PointSpec, ThresholdRule
+from agent.core.model import AlarmEvent, Frame, PointSpec, ThresholdRule
+from agent.core.rulespec import PointRules
 from agent.rules import RuleEngine
 from agent.rules.reference import ScalarEngine
-from agent.rulespec import PointRules
 from tests.factories import point
 
 NAN = math.nan

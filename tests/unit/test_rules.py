@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.model import AlarmEvent, Frame, PointSpec, ThresholdRule
+from agent.core.model import AlarmEvent, Frame, PointSpec, ThresholdRule
 from agent.rules import DIRECTIONS, RuleEngine, band_limit, make_event
 from tests.factories import point
 

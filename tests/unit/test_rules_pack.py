@@ -15,13 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.comm import comm_loss_events
 from agent.config import ConfigError, load_config
-from agent.model import AlarmEvent, Frame, PointSpec, Quality, ThresholdRule
-from agent.poller import DeviceChange
+from agent.core.model import AlarmEvent, Frame, PointSpec, Quality, ThresholdRule
+from agent.core.rulespec import PointRules
 from agent.rules import RuleEngine
 from agent.rules.reference import ScalarEngine
-from agent.rulespec import PointRules
+from agent.service.comm import comm_loss_events
+from agent.source.poller import DeviceChange
 from firmware_sim.harness import dump_toml
 from tests.conftest import REPO
 from tests.factories import point

@@ -1,0 +1,232 @@
+"""`dust-agent alarms`: the alarm journal as a table for maintenance staff on the box."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import shutil
+import sys
+import time
+import unicodedata
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agent.store.journal import read_journal, verify_journal
+
+_AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+HEADERS = (
+    "time",
+    "device",
+    "point",
+    "transition",
+    "level",
+    "value",
+    "threshold",
+    "text_zh",
+    "text_en",
+)
+_GAP = "  "
+_MIN_TEXT = 12
+
+
+def parse_since(since: str, now: float) -> float:
+    """'30m', '2h', '7d' (also s, w) before `now`, or an ISO date/datetime (local time when
+    naive), as epoch seconds. Raises ValueError with a message fit for the user."""
+    m = _AGO.match(since)
+    if m:
+        return now - float(m.group(1)) * _UNIT_S[m.group(2).lower()]
+    try:
+        dt = datetime.fromisoformat(since.strip())
+    except ValueError:
+        raise ValueError(
+            f"--since {since!r}: expected a duration such as 30m, 2h, 7d, or an ISO date or "
+            "datetime such as 2024-05-01 or 2024-05-01T08:00"
+        ) from None
+    return dt.timestamp()  # naive -> local time
+
+
+def display_width(text: str) -> int:
+    """Terminal columns: wide and full-width characters (Chinese) take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def fit(text: str, width: int) -> str:
+    """Truncate (with an ellipsis) or pad `text` to exactly `width` terminal columns."""
+    if display_width(text) > width:
+        out, used = [], 0
+        for c in text:
+            w = display_width(c)
+            if used + w > width - 1:
+                break
+            out.append(c)
+            used += w
+        text = "".join(out) + "…"
+    return text + " " * (width - display_width(text))
+
+
+def _num(v: Any) -> str:
+    if not isinstance(v, int | float) or math.isnan(v):
+        return "—"
+    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+
+
+def _with_unit(v: Any, unit: str) -> str:
+    s = _num(v)
+    return f"{s} {unit}" if unit and s != "—" else s
+
+
+def _row(r: dict[str, Any]) -> tuple[str, ...]:
+    ts = r.get("ts")
+    when = (
+        datetime.fromtimestamp(ts / 1000).strftime("%Y-%m-%d %H:%M:%S")
+        if isinstance(ts, int | float)
+        else "?"
+    )
+    unit = str(r.get("unit") or "")
+    return (
+        when,
+        str(r.get("device", "")),
+        str(r.get("point", "")),
+        str(r.get("transition", "")),
+        str(r.get("level") or "—"),
+        _with_unit(r.get("value"), unit),
+        _with_unit(r.get("threshold"), unit),
+        str(r.get("text_zh", "")),
+        str(r.get("text_en", "")),
+    )
+
+
+def format_table(rows: Sequence[tuple[str, ...]], width: int) -> str:
+    """Columns sized to content; the two text columns share what is left of `width`."""
+    table = [HEADERS, *rows]
+    widths = [max(display_width(row[c]) for row in table) for c in range(len(HEADERS))]
+    fixed = sum(widths[:-2]) + len(_GAP) * (len(HEADERS) - 1)
+    room = max(width - fixed, 2 * _MIN_TEXT)
+    zh, en = widths[-2], widths[-1]
+    if zh + en > room:
+        zh_fit = max(_MIN_TEXT, min(zh, room * zh // (zh + en)))
+        widths[-2], widths[-1] = zh_fit, max(_MIN_TEXT, room - zh_fit)
+    lines = []
+    for row in table:
+        cells = [fit(cell, w) for cell, w in zip(row, widths, strict=True)]
+        lines.append(_GAP.join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _ts_s(r: dict[str, Any]) -> float:
+    ts = r.get("ts")
+    return ts / 1000 if isinstance(ts, int | float) else -math.inf
+
+
+def alarms_report(
+    directory: Path,
+    since: str | None,
+    active_only: bool,
+    now: float | None = None,
+    width: int | None = None,
+) -> str:
+    """The journal as a table, oldest first. `active_only`: one row per alarm whose latest
+    transition is not a clear. `width` defaults to the terminal's. Raises ValueError for a
+    bad `since`."""
+    now = time.time() if now is None else now
+    cutoff = parse_since(since, now) if since is not None else -math.inf
+    records = list(read_journal(directory))
+    if not records:
+        return f"no alarm transitions recorded in {directory} yet"
+    if active_only:
+        latest: dict[str, dict[str, Any]] = {}
+        for r in records:  # journal order is write order: the last one wins
+            if r.get("transition") not in ("ack", "shelve", "unshelve"):
+                latest[str(r.get("alarm_id"))] = r
+        records = [r for r in latest.values() if r.get("transition") != "clear"]
+    selected = sorted((r for r in records if _ts_s(r) >= cutoff), key=_ts_s)
+    scope = f" since {since}" if since is not None else ""
+    if not selected:
+        what = "active alarms" if active_only else "alarm transitions"
+        return f"no {what}{scope} in {directory}"
+    if width is None:
+        # A terminal gets a table that fits; a pipe or a file gets every character.
+        width = shutil.get_terminal_size((200, 24)).columns if sys.stdout.isatty() else 10_000
+    table = format_table([_row(r) for r in selected], width)
+    noun = "active alarm" if active_only else "transition"
+    plural = "" if len(selected) == 1 else "s"
+    return f"{table}\n{len(selected)} {noun}{plural}{scope}"
+
+
+# --- the command: filters, --json, --verify ---------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `dust-agent alarms` beyond --since / --active."""
+    p.add_argument("--device", help="only this device (e.g. DC-1)")
+    p.add_argument("--point", help="only this point: platform code, or device.key")
+    p.add_argument("--kind", help="only this alarm kind (threshold, rate, drop, count, state, ...)")
+    p.add_argument("--json", action="store_true", help="JSON lines (the journal records) instead")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the journal's hash chain: exit 0 if no line was removed or edited, 1 if so",
+    )
+
+
+def _matches(r: dict[str, Any], args: argparse.Namespace) -> bool:
+    if args.device and r.get("device") != args.device:
+        return False
+    if args.point and args.point not in (r.get("point"), f"{r.get('device')}.{r.get('key')}"):
+        return False
+    return not (args.kind and r.get("kind", "threshold") != args.kind)
+
+
+def verify_report(directory: Path) -> tuple[int, str]:
+    v = verify_journal(directory)
+    lines = [*(f"BROKEN  {b}" for b in v.breaks), *(f"note    {n}" for n in v.notes)]
+    verdict = (
+        f"journal {directory}: {v.lines} records in {v.files} file(s), hash chain intact"
+        if v.ok
+        else f"journal {directory}: hash chain BROKEN at {len(v.breaks)} place(s) "
+        "(records were removed or edited)"
+    )
+    return (0 if v.ok else 1), "\n".join([*lines, verdict])
+
+
+def run_alarms(directory: Path, args: argparse.Namespace) -> int:
+    """`dust-agent alarms`: exit 0, 1 (--verify found a break) or 2 (bad option)."""
+    if getattr(args, "verify", False):
+        code, text = verify_report(directory)
+        print(text)
+        return code
+    try:
+        if getattr(args, "json", False) or any(
+            getattr(args, a, None) for a in ("device", "point", "kind")
+        ):
+            now = time.time()
+            cutoff = parse_since(args.since, now) if args.since is not None else -math.inf
+            records = [r for r in read_journal(directory) if _matches(r, args)]
+            if args.active:
+                latest: dict[str, dict[str, Any]] = {}
+                for r in records:
+                    if r.get("transition") not in ("ack", "shelve", "unshelve"):
+                        latest[str(r.get("alarm_id"))] = r
+                records = [r for r in latest.values() if r.get("transition") != "clear"]
+            records = sorted((r for r in records if _ts_s(r) >= cutoff), key=_ts_s)
+            if args.json:
+                sys.stdout.write("".join(orjson.dumps(r).decode() + "\n" for r in records))
+                return 0
+            if not records:
+                print(f"no matching alarm transitions in {directory}")
+                return 0
+            width = shutil.get_terminal_size((200, 24)).columns if sys.stdout.isatty() else 10_000
+            print(format_table([_row(r) for r in records], width))
+            print(f"{len(records)} transition(s)")
+            return 0
+        print(alarms_report(directory, args.since, args.active))
+    except ValueError as exc:
+        print(f"dust-agent alarms: {exc}", file=sys.stderr)
+        return 2
+    return 0

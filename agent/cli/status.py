@@ -1,0 +1,192 @@
+"""`dust-agent status [--json]`: the running agent's last snapshot ({storage.dir}/status.json).
+
+The snapshot is rewritten every few seconds (agent.service.ops.STATUS_EVERY); one older than
+STALE_AFTER seconds, or from a process that is gone, is shown with a warning that the agent is
+not running. Exit codes: 0 running, 3 not running or stale (like `systemctl status`), 1 no
+snapshot to read.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agent.service.status_file import STATUS_NAME, read_status
+
+STALE_AFTER = 30.0
+EXIT_RUNNING, EXIT_NO_STATUS, EXIT_NOT_RUNNING = 0, 1, 3
+
+
+def load(state_dir: Path) -> dict[str, Any]:
+    """The snapshot; raises OSError / ValueError with the file named."""
+    path = state_dir / STATUS_NAME
+    try:
+        return read_status(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"no status snapshot at {path}: the agent has not run with this config's storage.dir"
+            " (is it running? `systemctl status dust-agent`)"
+        ) from None
+    except PermissionError:
+        raise PermissionError(
+            f"cannot read {path}: run as root or as a member of the dust-agent group"
+        ) from None
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+
+
+def liveness(doc: dict[str, Any], now: float | None = None) -> tuple[bool, str]:
+    """(running?, why not) from the snapshot age, its state and whether its pid exists."""
+    t = time.time() if now is None else now
+    age = t - doc.get("written", 0) / 1000
+    agent = doc.get("agent", {})
+    if agent.get("state") == "stopped":
+        return False, f"the agent stopped {_age(age)} ago"
+    pid = agent.get("pid")
+    if isinstance(pid, int) and not Path(f"/proc/{pid}").exists():
+        return False, f"the agent (pid {pid}) is gone; last snapshot {_age(age)} old"
+    if age > STALE_AFTER:
+        return False, f"the snapshot is {_age(age)} old: the agent is not updating it"
+    return True, ""
+
+
+def exit_code(doc: dict[str, Any], now: float | None = None) -> int:
+    return EXIT_RUNNING if liveness(doc, now)[0] else EXIT_NOT_RUNNING
+
+
+def to_json(doc: dict[str, Any], now: float | None = None) -> str:
+    running, why = liveness(doc, now)
+    out = {**doc, "running": running, "not_running_reason": why or None}
+    return orjson.dumps(out, option=orjson.OPT_INDENT_2).decode()
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = max(0.0, seconds)
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    if s < 172800:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} d"
+
+
+def _when(ms: int | None, now: float) -> str:
+    if ms is None:
+        return "never"
+    ts = ms / 1000
+    return f"{datetime.fromtimestamp(ts).strftime('%Y-%m-%d %H:%M:%S')} ({_age(now - ts)} ago)"
+
+
+def to_table(doc: dict[str, Any], now: float | None = None) -> str:
+    t = time.time() if now is None else now
+    running, why = liveness(doc, t)
+    a = doc.get("agent", {})
+    lines = [
+        f"dust-agent {a.get('version', '?')}: "
+        + (f"running (pid {a.get('pid')}, up {_age(a.get('uptime_s'))})" if running else "")
+        + (f"NOT RUNNING: {why}" if not running else ""),
+        f"  config   {a.get('config', '?')} ({a.get('points', '?')} points)",
+    ]
+    if a.get("watchdog"):
+        lines.append(f"  watchdog STALLED: {a['watchdog']}")
+    reloads = a.get("reloads") or []
+    if reloads:
+        last = reloads[-1]
+        what = "ok" if last.get("ok") else f"REJECTED: {last.get('error')}"
+        lines.append(f"  reload   {_when(last.get('ts'), t)} {what}")
+    c = doc.get("clock", {})
+    sync = {True: "synchronised", False: "NOT synchronised", None: "unknown"}[c.get("synced")]
+    jump = c.get("last_jump")
+    lines.append(
+        f"  clock    {sync} ({c.get('source', '?')}); jumps {c.get('jumps', 0)}"
+        + (f", last {jump['step_s']:+.1f} s at {_when(jump['now'], t)}" if jump else "")
+    )
+    u = doc.get("uplink", {})
+    lines.append(
+        f"  uplink   {u.get('target', '?')} "
+        + ("connected" if u.get("connected") else "DISCONNECTED")
+        + (f" (last error: {u['last_error']})" if u.get("last_error") else "")
+    )
+    for name, pu in (doc.get("health", {}).get("uplinks") or {}).items():
+        if name == "mqtt":
+            continue  # the line above
+        state = "accepting" if pu.get("connected") else "NOT ACCEPTING"
+        lines.append(
+            f"  platform {name} ({pu.get('profile', '?')}) {pu.get('target', '?')} {state}; "
+            f"pending {pu.get('pending_records', 0)}, {pu.get('requests', 0)} requests accepted"
+            + (f" (last error: {pu['last_error']})" if pu.get("last_error") else "")
+        )
+    o = doc.get("outbox", {})
+    pend = o.get("pending_records", {})
+    lines.append(
+        "  outbox   pending "
+        + ", ".join(f"{k} {v}" for k, v in pend.items())
+        + f"; oldest unsent {_age(o.get('oldest_unsent_age_s'))}"
+        + f"; {o.get('db_bytes', 0) / 2**20:.1f} MiB; dropped {o.get('dropped_records', 0)}"
+    )
+    h = doc.get("health")
+    if h:  # agent.service.health: delivery counters since start (docs/payloads.md#health)
+        lines.append(
+            f"  delivery published {h.get('published', 0)}, acknowledged"
+            f" {h.get('acknowledged', 0)} messages ({h.get('acknowledged_records', 0)} records);"
+            f" pending {h.get('pending_records', 0)}; dropped {h.get('dropped_records', 0)};"
+            f" oldest unsent {_age(h.get('oldest_unsent_age_s'))};"
+            f" reconnects {h.get('reconnects', 0)}"
+        )
+        if h.get("storage_error") or h.get("storage_failures"):
+            lines.append(
+                f"  storage  {h.get('storage_failures', 0)} write failure(s) since start; "
+                + (
+                    f"FAILING NOW: {h['storage_error']} ({h.get('held_in_memory', 0)} held)"
+                    if h.get("storage_error")
+                    else "writes work now"
+                )
+            )
+    lines.append("")
+    lines.append(f"  {'bus / device':<24} {'unit':>4}  {'state':<11} last good read")
+    for bus in doc.get("buses", []):
+        link = "connected" if bus.get("connected") else "DOWN"
+        lines.append(
+            f"  {bus['name']:<24} {'':>4}  {link:<11} {bus.get('target', '')}"
+            f" every {bus.get('poll_interval', '?')} s, {bus.get('cycles', 0)} cycles"
+        )
+        for d in bus.get("devices", []):
+            state = d["state"] if d["state"] == "ok" else d["state"].upper()
+            lines.append(
+                f"    {d['name']:<22} {d['unit']:>4}  {state:<11} {_when(d.get('last_good'), t)}"
+            )
+    alarms = doc.get("alarms", [])
+    lines.append("")
+    lines.append(f"  active alarms: {len(alarms)}")
+    for al in alarms:
+        lines.append(
+            f"    {al['level']:<7} {al['alarm_id']:<28} {al.get('device', '')}.{al.get('key', '')}"
+            f" value {al.get('value')} {al.get('unit', '')} (threshold {al.get('threshold')})"
+            f" since {_when(al.get('since'), t)}"
+        )
+    lines.append(f"\n(snapshot written {_when(doc.get('written'), t)})")
+    return "\n".join(lines)
+
+
+def state_dir_of(config: Path) -> tuple[Path, str]:
+    """The storage dir named by a config file, read leniently: status must work even while
+    the config is broken (a rejected reload). Returns (dir, warning or "")."""
+    default = Path(os.environ.get("STATE_DIRECTORY", "/var/lib/dust-agent").split(":")[0])
+    try:
+        data = tomllib.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        return default, f"cannot read {config} ({exc}); looking in {default}"
+    storage = data.get("storage")
+    directory = storage.get("dir") if isinstance(storage, dict) else None
+    if not isinstance(directory, str):
+        return default, ""
+    return (config.resolve().parent / directory).resolve(), ""

@@ -1,0 +1,103 @@
+"""Communication-loss alarms: device quarantine transitions from the pollers as AlarmEvents.
+
+One alarm per device, id `<device>:comm_loss`, level 报警 alarm: raised when the device is
+quarantined (it stopped answering), cleared when it answers again. The pollers call `note()`
+from their task; the supervisor's rules stage `drain()`s the events with the next frames and
+routes them like every other alarm (journal + outbox alarm stream). The queue is capped: a
+flapping line cannot grow it without bound; what is dropped is counted.
+
+Bus links: `BusLinkEvents` turns the pollers' LinkChanges into `bus_down` / `bus_up` gateway
+events (event stream, docs/payloads.md), drained by the same rules stage.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from agent.core.model import AlarmEvent
+from agent.source.poller import DeviceChange, LinkChange
+from agent.store.outbox import Entry
+from agent.uplink.payload import encode_event
+
+MAX_PENDING = 10_000
+
+
+def comm_loss_events(change: DeviceChange) -> list[AlarmEvent]:
+    """The alarm transitions for one DeviceChange (one per device on that unit)."""
+    out = []
+    where = f"bus {change.bus} unit {change.unit}"
+    for device in change.devices:
+        if change.lost:
+            zh, en = f"{device} 通讯中断", f"{device} communication lost ({where}): {change.reason}"
+        else:
+            zh, en = f"{device} 通讯恢复", f"{device} communication restored ({where})"
+        out.append(
+            AlarmEvent(
+                alarm_id=f"{device}:comm_loss",
+                point=device,
+                device=device,
+                key="comm_loss",
+                direction="none",
+                transition="raise" if change.lost else "clear",
+                level="alarm" if change.lost else None,
+                prev_level=None if change.lost else "alarm",
+                value=0.0 if change.lost else 1.0,  # 0: not answering, 1: answering
+                threshold=0.0,
+                unit="",
+                ts=change.ts,
+                text_zh=zh,
+                text_en=en,
+                kind="comm_loss",
+            )
+        )
+    return out
+
+
+class CommAlarms:
+    """Pending comm_loss events between the pollers and the rules stage (bounded)."""
+
+    def __init__(self, cap: int = MAX_PENDING) -> None:
+        self._pending: deque[AlarmEvent] = deque()
+        self.cap = cap
+        self.dropped = 0
+
+    def note(self, change: DeviceChange) -> None:
+        for ev in comm_loss_events(change):
+            if len(self._pending) >= self.cap:
+                self._pending.popleft()
+                self.dropped += 1
+            self._pending.append(ev)
+
+    def drain(self) -> list[AlarmEvent]:
+        out = list(self._pending)
+        self._pending.clear()
+        return out
+
+
+def link_event(change: LinkChange) -> Entry:
+    """`bus_down` {bus, reason} or `bus_up` {bus, outage_s} as an event-stream entry."""
+    if change.down:
+        return encode_event("bus_down", {"bus": change.bus, "reason": change.reason}, change.ts)
+    data = {"bus": change.bus, "outage_s": round(change.outage_s, 1)}
+    return encode_event("bus_up", data, change.ts)
+
+
+class BusLinkEvents:
+    """Pending bus_down / bus_up events between the pollers and the rules stage (bounded: a
+    flapping link drops the oldest and counts them)."""
+
+    def __init__(self, cap: int = MAX_PENDING) -> None:
+        self._pending: deque[Entry] = deque()
+        self.cap = cap
+        self.dropped = 0
+
+    def note(self, change: LinkChange) -> None:
+        if len(self._pending) >= self.cap:
+            self._pending.popleft()
+            self.dropped += 1
+        self._pending.append(link_event(change))
+
+    def drain(self) -> list[Entry]:
+        out = list(self._pending)
+        self._pending.clear()
+        return out

@@ -1,0 +1,239 @@
+"""Operations around a running Agent: clock watch, status snapshot, systemd readiness and watchdog.
+
+`Ops(agent)` is created by the Agent; `start(tg)` adds its background tasks to the agent's
+TaskGroup after the pollers, forwarder and rules stage are running, then reports READY=1.
+The supervisor calls `observe(frame)` after each frame is stored in the outbox: that marks
+polling and outbox progress for the watchdog and feeds the device status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from agent import __version__
+from agent.core.model import Frame
+from agent.service.clock import ClockMonitor
+from agent.service.runtime_status import DeviceTracker
+from agent.service.status_file import StatusFile
+from agent.service.systemd import Progress, Watchdog, sd_notify, watchdog_interval
+from agent.uplink.payload import encode_event
+
+if TYPE_CHECKING:
+    from agent.service.supervisor import Agent
+
+log = logging.getLogger(__name__)
+
+CLOCK_CHECK = 1.0  # seconds between wall-vs-monotonic comparisons
+SYNC_PROBE = 30.0  # seconds between NTP-sync probes
+STATUS_EVERY = 5.0  # seconds between status.json snapshots
+UPLINK_MARK = "uplink"
+
+
+def bus_mark(name: str) -> str:
+    return f"bus {name!r}"
+
+
+def platform_mark(name: str) -> str:
+    return f"platform uplink {name!r}"
+
+
+class Ops:
+    def __init__(self, agent: Agent, clock: ClockMonitor | None = None) -> None:
+        self.agent = agent
+        self.clock = clock or ClockMonitor()
+        self.progress = Progress()
+        self.tracker = DeviceTracker(agent.cfg)
+        self.status = StatusFile(agent.cfg.storage.dir)
+        self.started_wall = time.time()
+        self.started_mono = time.monotonic()
+        self.reloads: list[dict[str, Any]] = []  # the last few reload outcomes (bounded)
+        self._status_failed = False
+        self.tasks: list[asyncio.Task[None]] = []
+        self.expect_progress()
+
+    # -- progress and watchdog ------------------------------------------------------------
+
+    def expect_progress(self) -> None:
+        """(Re)declare which marks the watchdog needs and how fresh, from the current config."""
+        cfg = self.agent.cfg
+        for name in list(self.progress.limits):
+            self.progress.forget(name)
+        for plan in self.agent.plans:
+            bus = plan.bus
+            # A full cycle of timeouts can exceed the interval: allow for it, then a margin.
+            worst_cycle = len(plan.blocks) * bus.timeout * (bus.retries + 1)
+            self.progress.expect(bus_mark(bus.name), 3 * max(bus.poll_interval, worst_cycle) + 30)
+        up = cfg.uplink
+        self.progress.expect(
+            UPLINK_MARK, 2 * (up.backoff_cap + up.publish_timeout + up.keepalive) + 30
+        )
+        for pf in self.agent.platforms:  # each HTTP platform uplink's loop must turn too
+            self.progress.expect(
+                platform_mark(pf.name), 2 * (pf.spec.backoff_cap + pf.spec.timeout) + 30
+            )
+
+    def observe(self, frame: Frame) -> None:
+        """A frame was stored in the outbox: polling of its bus and the outbox progress."""
+        self.progress.mark(bus_mark(frame.bus))
+        self.tracker.observe(frame)
+
+    def stalled(self) -> str | None:
+        self.progress.mark(UPLINK_MARK, self.agent.forwarder.stats.last_progress or None)
+        for pf in self.agent.platforms:
+            self.progress.mark(platform_mark(pf.name), pf.stats.last_progress or None)
+        return self.progress.stalled()
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    def start(self, tg: asyncio.TaskGroup) -> None:
+        self.tasks = [
+            tg.create_task(self._clock_loop(), name="clock"),
+            tg.create_task(self._status_loop(), name="status"),
+        ]
+        interval = watchdog_interval()
+        if interval is not None:
+            self.tasks.append(
+                tg.create_task(Watchdog(self.stalled, interval).run(), name="watchdog")
+            )
+        sd_notify(f"READY=1\nSTATUS={self.status_line()}\nMAINPID={os.getpid()}")
+
+    async def stop(self) -> None:
+        """Cancel the background tasks and leave a final snapshot saying "stopped"."""
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.write_status("stopped")
+
+    async def _clock_loop(self) -> None:
+        next_probe = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_probe:
+                next_probe = now + SYNC_PROBE
+                before = self.clock.sync_state
+                if await asyncio.to_thread(self.clock.refresh_sync):
+                    await self._sync_changed(before)
+            jump = self.clock.check()
+            if jump is not None:
+                log.warning(
+                    "wall clock jumped %+.3f s (monotonic scheduling is unaffected)", jump.step
+                )
+                await self.agent.store.put([encode_event("clock_jump", jump.to_event())])
+            await asyncio.sleep(CLOCK_CHECK)
+
+    async def _sync_changed(self, before: bool | None) -> None:
+        state, source = self.clock.sync_state, self.clock.sync_source
+        if state:
+            log.info("wall clock is synchronised (%s)", source)
+        else:
+            log.warning(
+                "wall clock is not known to be synchronised (%s): records carry clock_synced"
+                " false and quality bit 8",
+                source,
+            )
+        if before is not None or not state:
+            await self.agent.store.put(
+                [encode_event("clock_sync", {"synced": state, "source": source})]
+            )
+
+    async def _status_loop(self) -> None:
+        while True:
+            await self.write_status()
+            await asyncio.sleep(STATUS_EVERY)
+
+    # -- status -----------------------------------------------------------------------------
+
+    def status_line(self) -> str:
+        cfg = self.agent.cfg
+        up = "connected" if self.agent.forwarder.stats.connected else "down"
+        return f"{len(cfg.buses)} bus(es), {len(cfg.points)} points; uplink {up}"
+
+    async def write_status(self, state: str = "running") -> None:
+        agent = self.agent
+        stats = await agent.outbox.stats()
+        now = time.time()
+        fw = agent.forwarder.stats
+        self.status.update(
+            "agent",
+            {
+                "state": state,
+                "pid": os.getpid(),
+                "version": __version__,
+                "started": round(self.started_wall * 1000),
+                "uptime_s": round(time.monotonic() - self.started_mono, 1),
+                "config": str(agent.cfg.path),
+                "points": len(agent.cfg.points),
+                "reloads": self.reloads,
+                "watchdog": self.progress.stalled(),
+            },
+        )
+        self.status.update("clock", self.clock.snapshot())
+        self.status.update("buses", self.tracker.buses(agent.pollers))
+        self.status.update("alarms", _active_alarms(agent))
+        oldest = min(stats.oldest_ts.values(), default=None)
+        self.status.update(
+            "outbox",
+            {
+                "pending_records": stats.pending_records,
+                "pending_rows": stats.pending_rows,
+                "oldest_unsent": None if oldest is None else round(oldest * 1000),
+                "oldest_unsent_age_s": None if oldest is None else round(now - oldest, 1),
+                "db_bytes": stats.db_bytes,
+                "dropped_records": stats.dropped_records,
+            },
+        )
+        self.status.update(
+            "uplink",
+            {
+                "target": agent.forwarder.uplink.target,
+                "connected": fw.connected,
+                "messages": fw.messages,
+                "records": fw.records,
+                "failures": fw.failures,
+                "reconnects": fw.reconnects,
+                "last_error": fw.last_error,
+            },
+        )
+        try:
+            await asyncio.to_thread(self.status.write, now)
+        except OSError as exc:
+            if not self._status_failed:
+                log.warning("cannot write %s: %s", self.status.path, exc)
+            self._status_failed = True
+        else:
+            if self._status_failed:
+                log.info("writing %s again", self.status.path)
+            self._status_failed = False
+        sd_notify(f"STATUS={self.status_line()}")
+
+    def record_reload(self, outcome: dict[str, Any]) -> None:
+        self.reloads = [*self.reloads, outcome][-5:]
+
+
+def _active_alarms(agent: Agent) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for a in agent.engine.active():
+        out.append(
+            {
+                "alarm_id": a.alarm_id,
+                "point": a.point,
+                "device": a.device,
+                "key": a.key,
+                "direction": a.direction,
+                "level": a.level,
+                "since": _ms(a.since),
+                "value": None if math.isnan(a.value) else a.value,
+                "threshold": a.threshold,
+                "unit": a.unit,
+            }
+        )
+    return out
+
+
+def _ms(ts: float) -> int | None:
+    return None if math.isnan(ts) else round(ts * 1000)

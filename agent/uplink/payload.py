@@ -1,0 +1,176 @@
+"""Wire encoding (orjson): outbox entries from frames and alarms, and versioned MQTT messages.
+
+Bodies stored in the outbox carry no seq numbers; build_message adds them from the rows'
+seq ranges when a batch is sent. docs/payloads.md documents every field.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Final, Literal
+
+import numpy as np
+import orjson
+
+from agent.core.model import AlarmEvent, Frame, PointSpec, SiteSpec
+from agent.store.outbox import Batch, Entry, Row, event_body
+
+WIRE_VERSION: Final = 1
+TELEMETRY_COLUMNS: Final = ("point", "device", "key", "ts", "value", "quality", "unit")
+Status = Literal["online", "offline"]
+
+
+def encode_telemetry(frame: Frame, points: Sequence[PointSpec]) -> Entry:
+    """One frame as one columnar telemetry entry; `points` is indexed by PointSpec.index.
+
+    NaN and infinite values become null: the quality bits say why.
+    """
+    idx = frame.index.tolist()
+    specs = [points[i] for i in idx]
+    ts_ms = np.rint(frame.ts * 1000.0).astype(np.int64)
+    value = np.where(np.isfinite(frame.value), frame.value, np.nan)
+    body = orjson.dumps(
+        {
+            "point": [p.code for p in specs],
+            "device": [p.device for p in specs],
+            "key": [p.key for p in specs],
+            "ts": ts_ms.tolist(),
+            "value": value.tolist(),  # orjson writes NaN as null
+            "quality": frame.quality.astype(np.int64).tolist(),
+            "unit": [p.unit for p in specs],
+        }
+    )
+    created = float(frame.ts.min()) if len(frame) else time.time()
+    return Entry("telemetry", len(frame), body, created)
+
+
+def encode_alarms(events: Sequence[AlarmEvent]) -> Entry:
+    """Alarm transitions as one alarm-stream entry (a list of AlarmEvent.to_record())."""
+    body = orjson.dumps([e.to_record() for e in events])
+    created = min((e.ts for e in events), default=time.time())
+    return Entry("alarm", len(events), body, created)
+
+
+def encode_event(kind: str, data: dict[str, Any], ts: float | None = None) -> Entry:
+    """One gateway event (e.g. "clock_jump", "data_dropped") as an event-stream entry."""
+    now = time.time() if ts is None else ts
+    return Entry("event", 1, event_body(kind, data, now), now)
+
+
+def build_message(
+    site: SiteSpec,
+    batch: Batch,
+    *,
+    backfill: bool,
+    clock_synced: bool = True,
+    sent: float | None = None,
+) -> bytes:
+    """The versioned wire message for one leased batch (see docs/payloads.md).
+
+    Telemetry bodies are spliced as bytes (no JSON parse): this is the drain's hot path.
+    """
+    head = orjson.dumps(
+        {
+            "v": WIRE_VERSION,
+            "enterprise": site.enterprise_code,
+            "gateway": site.gateway_id,
+            "stream": batch.stream,
+            "backfill": backfill,
+            "clock_synced": clock_synced,
+            "sent": round((time.time() if sent is None else sent) * 1000),
+            "records": None,
+        }
+    )
+    if batch.stream == "telemetry":
+        records = _splice_columns(batch)
+    else:
+        records = orjson.dumps(_merge_objects(batch))
+    return head[: -len(_NULL_TAIL)] + records + b"}"
+
+
+def build_status(
+    site: SiteSpec,
+    state: Status,
+    *,
+    version: str,
+    reason: str,
+    ts: float | None = None,
+) -> bytes:
+    """The retained status message (birth "online", will or goodbye "offline")."""
+    return orjson.dumps(
+        {
+            "v": WIRE_VERSION,
+            "enterprise": site.enterprise_code,
+            "gateway": site.gateway_id,
+            "state": state,
+            "reason": reason,
+            "ts": round((time.time() if ts is None else ts) * 1000),
+            "version": version,
+        }
+    )
+
+
+_NULL_TAIL: Final = b"null}"
+_HEAD: Final = b'{"' + TELEMETRY_COLUMNS[0].encode() + b'":['
+# In orjson output a raw `],"` only occurs between columns: inside a string a quote is escaped
+_SEPS: Final = tuple(b'],"' + c.encode() + b'":[' for c in TELEMETRY_COLUMNS[1:])
+
+
+def _fragments(row: Row) -> list[bytes]:
+    """The inner text of each column array of one stored telemetry body, in column order."""
+    body = row.body
+    if not (body.startswith(_HEAD) and body.endswith(b"]}")):
+        raise ValueError(f"outbox row {row.id}: not a columnar telemetry body")
+    out: list[bytes] = []
+    pos = len(_HEAD)
+    for sep in _SEPS:
+        end = body.find(sep, pos)
+        if end < 0:
+            raise ValueError(f"outbox row {row.id}: column {sep[3:-3]!r} missing")
+        out.append(body[pos:end])
+        pos = end + len(sep)
+    out.append(body[pos:-2])
+    return out
+
+
+def _splice_columns(batch: Batch) -> bytes:
+    """{"seq":[..],"point":[..],...} for all rows, by joining the stored column fragments."""
+    columns: list[list[bytes]] = [[] for _ in TELEMETRY_COLUMNS]
+    seqs: list[str] = []
+    for row in batch.rows:
+        for col, frag in zip(columns, _fragments(row), strict=True):
+            col.append(frag)
+        seqs.append(",".join(map(str, range(row.seq_first, row.seq_first + row.n))))
+    parts = [b'{"seq":[', ",".join(seqs).encode()]
+    for name, col in zip(TELEMETRY_COLUMNS, columns, strict=True):
+        parts += [b'],"', name.encode(), b'":[', b",".join(col)]
+    parts.append(b"]}")
+    return b"".join(parts)
+
+
+def merge_columns(batch: Batch) -> dict[str, list[Any]]:
+    """The records of a telemetry batch as parsed columns (a checked, slower reference)."""
+    out: dict[str, list[Any]] = {"seq": []}
+    for name in TELEMETRY_COLUMNS:
+        out[name] = []
+    for row in batch.rows:
+        cols = orjson.loads(row.body)
+        for name in TELEMETRY_COLUMNS:
+            col = cols[name]
+            if len(col) != row.n:
+                raise ValueError(f"outbox row {row.id}: column {name} has {len(col)} != {row.n}")
+            out[name].extend(col)
+        out["seq"].extend(range(row.seq_first, row.seq_first + row.n))
+    return out
+
+
+def _merge_objects(batch: Batch) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for row in batch.rows:
+        items = orjson.loads(row.body)
+        if len(items) != row.n:
+            raise ValueError(f"outbox row {row.id}: {len(items)} records != {row.n}")
+        for i, item in enumerate(items):
+            out.append({"seq": row.seq_first + i, **item})
+    return out
