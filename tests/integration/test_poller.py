@@ -347,3 +347,27 @@ async def test_connect_error_message_is_for_installers(server: ModbusTestServer)
     )
     assert not src.connected
     await src.close()
+
+
+@pytest.mark.parametrize(
+    ("addresses", "bad", "extra"),
+    [
+        ((7, 8, 10, 11), None, 2),  # register 9 unmapped, inside the gap: 2 extra requests
+        ((0, 1, 2, 3, 4, 5), 3, 3),  # point 3 on an unmapped register, no gap to blame
+    ],
+    ids=["hole-in-gap", "bad-point"],
+)
+async def test_illegal_address_search_cost(
+    server: ModbusTestServer, addresses: tuple[int, ...], bad: int | None, extra: int
+) -> None:
+    hole = 9 if bad is None else bad
+    server.fail(1, exception=2, addresses=range(hole, hole + 1))
+    for a in addresses:
+        server.set(1, "holding", a, [100 + a])
+    pts = [pt(i, 1, a) for i, a in enumerate(addresses)]
+    async with running(server.port, pts) as (poller, frames):
+        f = await frames.wait_for(lambda f: not np.isnan(f.value[0]))
+    assert poller.stats.split_requests == extra
+    want = [float("nan") if a == bad else 100.0 + a for a in addresses]
+    np.testing.assert_array_equal(f.value, want)
+    assert [op.block.address for op in poller._ops] == ([7, 10] if bad is None else [0, 4])
