@@ -131,6 +131,10 @@ class Field:
         (so that the late one arrives while the next request waits for its answer)."""
         raise NotImplementedError
 
+    def late_delivered(self) -> bool:
+        """The late reply has gone out to the driver."""
+        raise NotImplementedError
+
     def stray(self, data: bytes) -> None:
         raise NotImplementedError
 
@@ -172,6 +176,9 @@ class TcpField(Field):
 
     def late_next(self, seconds: float, then: float = 0.0) -> None:
         self._relay.hold_replies(seconds, then)
+
+    def late_delivered(self) -> bool:
+        return self._relay.late_sent > 0
 
     def stray(self, data: bytes) -> None:
         assert self._relay.inject(data) == 1, "the driver is not connected"
@@ -232,6 +239,9 @@ class SerialField(Field):
         for unit in UNITS:  # the fault hits request 1 of the count restarted here
             self._slaves.requests[unit] = 0
             self._slaves.faults[unit] = Fault(delay=seconds, every=1 << 30)
+
+    def late_delivered(self) -> bool:
+        return self._slaves is not None and self._slaves.answered == self._count
 
     def stray(self, data: bytes) -> None:
         fd = os.open(self.pty.a, os.O_WRONLY | os.O_NOCTTY)  # a second opener of the sim's end
