@@ -12,16 +12,16 @@ import asyncio
 import math
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import numpy as np
 import pytest
 
 from agent.core.backoff import Backoff
-from agent.core.model import Frame, PointSpec, Quality
+from agent.core.model import Frame, Quality
 from agent.source.plan import compile_plan
-from agent.source.poller import BusPoller
+from agent.source.poller import BusPoller, LinkChange
 from drivers.base import (
     Block,
     Source,
@@ -73,15 +73,16 @@ async def connected(field: Field, answer_within: float = TIMEOUT) -> AsyncIterat
 
 @asynccontextmanager
 async def polling(
-    field: Field, points: list[PointSpec] = POINTS
+    field: Field, on_link: Callable[[LinkChange], None] | None = None
 ) -> AsyncIterator[tuple[BusPoller, Frames]]:
-    (plan,) = compile_plan(points, [field.bus(TIMEOUT)])
+    (plan,) = compile_plan(POINTS, [field.bus(TIMEOUT)])
     frames = Frames()
     poller = BusPoller(
         plan,
         field.source(TIMEOUT),
         frames.emit,
         backoff=Backoff(base=0.05, cap=0.2, stable_after=1.0, jitter="equal"),
+        on_link=on_link,
     )
     task = asyncio.create_task(poller.run(), name="contract-poller")
     try:
@@ -133,10 +134,12 @@ async def test_silent_device_times_out_within_the_configured_timeout(field: Fiel
 async def test_silent_device_gives_comm_fail_and_nan_never_a_cached_value(field: Field) -> None:
     load(field)
     async with polling(field) as (_, frames):
-        await frames.wait_for(all_good)  # unit 2 delivered 42 once...
+        good = await frames.wait_for(all_good)  # unit 2 delivered 42 once...
         field.silent(2)
+        silenced = time.time()
         f = await frames.wait_for(lambda f: f.quality[3] != GOOD)
         assert q(f) == [GOOD, GOOD, GOOD, COMM]
+        assert good.ts[3] < f.ts[3] and silenced - SLACK <= f.ts[3] <= time.time()  # its try
         assert math.isnan(f.value[3])  # ...and it is never sent again as a new value
         assert f.value[:3].tolist() == pytest.approx(EXPECTED[:3])
         await frames.wait_count(2)
@@ -179,7 +182,8 @@ async def test_absent_device_or_port_is_a_link_error(field: Field) -> None:
 @pytest.mark.parametrize("field", KINDS_ISSUE_11, indirect=True)
 async def test_lost_link_reconnects_with_backoff_and_values_resume(field: Field) -> None:
     load(field)
-    async with polling(field) as (poller, frames):
+    changes: list[LinkChange] = []
+    async with polling(field, on_link=changes.append) as (poller, frames):
         await frames.wait_for(all_good)
         await field.stop()  # connection dropped, or the serial port vanished
         f = await frames.wait_for(lambda f: bool(np.all(f.quality == COMM)))
@@ -191,6 +195,8 @@ async def test_lost_link_reconnects_with_backoff_and_values_resume(field: Field)
         f = await frames.wait_for(all_good)
         assert f.value.tolist() == pytest.approx(EXPECTED)
     assert poller.stats.reconnects >= 1
+    assert [c.down for c in changes] == [True, False]  # one report each way, not one per retry
+    assert changes[0].reason and changes[1].outage_s > 0
 
 
 async def test_late_reply_never_answers_the_next_request(field: Field) -> None:
