@@ -188,7 +188,7 @@ class RawFieldMap(_Strict):
 class RawPlatform(_Strict):
     """A [[platforms]] entry: a provincial or ministry HTTP uplink (docs/platforms.md)."""
 
-    profile: Literal["hebei_v1_1", "mem"]
+    profile: str  # a registered platform profile (agent.uplink.platforms.registry)
     url: str
     name: str | UnsetType = UNSET  # default: the profile name
     enterprise_code: str | UnsetType = UNSET  # qybm; default: site.enterprise_code
@@ -249,5 +249,4 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "table": ("holding", "input", "coil", "discrete"),
     "read_mode": ("block", "point"),
     "bus.parity": ("N", "E", "O"),
-    "profile": ("hebei_v1_1", "mem"),
 }
