@@ -4,6 +4,8 @@ and request-time estimates (registered in drivers.registry)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from drivers.base import (
     Block,
     BusAddress,
@@ -14,10 +16,13 @@ from drivers.base import (
     Source,
     tcp_address,
 )
-from drivers.line import SerialLine, TcpLine
-from drivers.modbus_rtu import ModbusRtuSource
-from drivers.modbus_tcp import ModbusTcpSource
 from drivers.rtu_frame import TABLE_FC, LineTiming
+
+if TYPE_CHECKING:
+    from drivers.line import SerialLine, TcpLine
+
+# The Source factories import pymodbus and pyserial when a bus is built, not when the config
+# is checked (`dust-agent check` and the CLI stay light).
 
 # Assumed for the cycle-time estimate: one request/reply on a plant LAN, including the
 # device's turnaround.
@@ -34,6 +39,8 @@ def timing_of(bus: BusSettings) -> LineTiming | None:
 def _rtu_source(
     bus: BusSettings, line: SerialLine | TcpLine, timing: LineTiming | None, *, physical: bool
 ) -> Source:
+    from drivers.modbus_rtu import ModbusRtuSource
+
     return ModbusRtuSource(
         line,
         timeout=bus.timeout,
@@ -50,6 +57,8 @@ def _rtu_source(
 
 
 def _tcp(bus: BusSettings) -> Source:
+    from drivers.modbus_tcp import ModbusTcpSource
+
     return ModbusTcpSource(bus.host, bus.port, bus.timeout, bus.retries, bus.name)
 
 
@@ -70,6 +79,8 @@ def _tcp_request_s(bus: BusSettings, block: Block) -> float:
 def _rtu(bus: BusSettings) -> Source:
     timing = timing_of(bus)
     assert timing is not None, "the rtu address check requires baud"
+    from drivers.line import SerialLine
+
     line = SerialLine(
         bus.serial_port,
         timing.baud,
@@ -97,6 +108,8 @@ def _rtu_address(fields: BusFields) -> BusAddress:
 
 
 def _rtu_tcp(bus: BusSettings) -> Source:
+    from drivers.line import TcpLine
+
     line = TcpLine(
         bus.host,
         bus.port,

@@ -19,9 +19,17 @@ from agent.core.platformspec import FieldMap, PlatformSpec
 from agent.uplink.contract import Uplink
 from agent.uplink.platforms import hebei, mem
 from agent.uplink.platforms.crypto import DES_BYTES, SM4_BYTES
-from agent.uplink.platforms.http import HttpUplink, Seal
 
+Seal = Callable[[PlatformSpec, bytes], tuple[bytes, dict[str, str]]]
 OpenBody = Callable[[PlatformSpec, dict[str, Any]], bytes]
+
+
+def http_uplink(spec: PlatformSpec, seal: Seal) -> Uplink:
+    """HTTP POST (agent.uplink.platforms.http), imported when an uplink is built: checking
+    a config does not load httpx."""
+    from agent.uplink.platforms.http import HttpUplink
+
+    return HttpUplink(spec, seal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +57,7 @@ class ProfileEntry:
     credentials: tuple[str, ...] = ()
     fields: tuple[FieldMap, FieldMap] | None = None
     hex_upper: bool = True
-    uplink: Callable[[PlatformSpec, Seal], Uplink] = HttpUplink
+    uplink: Callable[[PlatformSpec, Seal], Uplink] = http_uplink
     check: Callable[[PlatformSpec], str | None] | None = None
     summary: str = ""
 
