@@ -68,6 +68,7 @@ class Receiver:
         self._lock = threading.Lock()
         self.connected = threading.Event()
         self.connects = 0
+        self._stopping = False
         self._client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -94,6 +95,7 @@ class Receiver:
         self._client.loop_start()
 
     def stop(self) -> None:
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -112,7 +114,8 @@ class Receiver:
         self.connected.clear()
         with self._lock:
             self._generation += 1  # what was received before is not acknowledged any more
-        log.warning("disconnected from the broker (%s); reconnecting", rc)
+        if not self._stopping:
+            log.warning("disconnected from the broker (%s); reconnecting", rc)
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         self._queue.put(
