@@ -16,8 +16,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 LOOPBACK = "127.0.0.1"
 
@@ -78,8 +79,12 @@ class PgServer:
                 continue
         raise PgServerError("running as root and there is no `postgres` or `nobody` user")
 
-    def _cmd(self, args: Sequence[str]) -> list[str]:
-        return ["runuser", "-u", self.user, "--", *args] if self.user else list(args)
+    def _as_user(self) -> dict[str, Any]:
+        """Popen arguments that run the child as the server's user (directly: signals reach it)."""
+        if not self.user:
+            return {}
+        pw = pwd.getpwnam(self.user)
+        return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
     @property
     def dsn(self) -> str:
@@ -90,18 +95,19 @@ class PgServer:
             pw = pwd.getpwnam(self.user)
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         init = subprocess.run(
-            self._cmd([str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
-                       "-A", "trust", "-E", "UTF8", "--no-sync"]),
-            capture_output=True, text=True, check=False,
+            [str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
+             "-E", "UTF8", "--no-sync"],
+            capture_output=True, text=True, check=False, cwd=self.dir, **self._as_user(),
         )  # fmt: skip
         if init.returncode != 0:
             raise PgServerError(f"initdb failed: {init.stderr.strip()}")
         opts = [f"-c{k}={v}" for k, v in self.settings.items()]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                self._cmd([str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
-                           "-h", LOOPBACK, "-k", str(self.dir), *opts]),
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
+                 "-h", LOOPBACK, "-k", str(self.dir), *opts],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.dir,
+                **self._as_user(),
             )  # fmt: skip
         self._wait_ready(timeout)
         self._create_db()
