@@ -49,6 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.dsn:
         print("dust-ingest: --dsn (or DUST_INGEST_DSN) is required", file=sys.stderr)
         return 78  # EX_CONFIG
+    try:
+        return _run(args)
+    except psycopg.OperationalError as exc:
+        # Nothing unacknowledged is lost: the broker keeps it for this client id's next start.
+        logging.getLogger("ingest").error("PostgreSQL: %s", str(exc).strip())
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.migrate_only:
         with psycopg.connect(args.dsn, autocommit=True) as conn:
             migrate(conn)

@@ -131,8 +131,6 @@ class Ingest:
                 self.stats.retries += 1
                 log.info("deadlock with another instance; retrying the batch (%d)", attempt + 1)
             except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError):
-                if len(msgs) == 1 and not rejects:
-                    raise
                 return self._write_one_by_one(msgs, rejects)
         return self.writer.write([m for m, _ in msgs], rejects)
 

@@ -4,7 +4,8 @@ Telemetry goes columnar through COPY into a temporary staging table, then
 `INSERT ... SELECT ... ON CONFLICT DO NOTHING` into `telemetry`: a record already stored
 (a redelivery, or another instance that got the same message) adds nothing. Alarms and
 events are few: a pipelined INSERT ... ON CONFLICT DO NOTHING each. The caller acknowledges
-the messages only after `write()` returned, that is after COMMIT.
+the messages only after `write()` returned, that is after COMMIT. New alarms are announced
+with NOTIFY dust_alarm (sent by PostgreSQL at COMMIT).
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ class Writer:
             alarms = [m for m in msgs if m.stream == "alarm"]
             if alarms:
                 out.by_stream["alarm"] = self._insert(INSERT_ALARM, _alarm_rows(alarms, ids))
+                self._notify_alarms(alarms)
             events = [m for m in msgs if m.stream == "event"]
             if events:
                 out.by_stream["event"] = self._insert(INSERT_EVENT, _event_rows(events, ids))
@@ -128,6 +130,16 @@ class Writer:
         out.records = sum(m.count for m in msgs)
         out.stored = sum(out.by_stream.values())
         return out
+
+    def _notify_alarms(self, msgs: list[Message]) -> None:
+        """NOTIFY dust_alarm, delivered at COMMIT: a platform LISTENs instead of polling.
+        A redelivered alarm notifies again: listeners read the rows by (gateway, seq)."""
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                "SELECT pg_notify('dust_alarm', %s)",
+                [(_dumps({"enterprise": m.enterprise, "gateway": m.gateway, "seq": m.seqs}),)
+                 for m in msgs],
+            )  # fmt: skip
 
     def _insert(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
         with self.conn.cursor() as cur:

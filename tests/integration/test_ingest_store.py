@@ -95,3 +95,18 @@ def test_gaps_are_recorded_split_by_late_records_and_explained(ingest: Ingest) -
     assert rows(ingest, gaps) == [(3, 4, "outbox_replaced")]
     state = "SELECT stream, low, high FROM stream_state ORDER BY 1"
     assert rows(ingest, state) == [("alarm", 0, 0), ("event", 1, 1), ("telemetry", 10, 10)]
+
+
+def test_alarms_are_announced_at_commit(ingest: Ingest, server: PgServer) -> None:
+    rec = {"seq": 4, "alarm_id": "p:high", "point": "p", "device": "d", "key": "k",
+           "kind": "threshold", "direction": "high", "transition": "raise", "level": "warning",
+           "prev_level": None, "value": 2.0, "threshold": 1.5, "unit": "Pa", "ts": 1,
+           "text_zh": "高", "text_en": "high", "chattering": True}  # fmt: skip
+    with psycopg.connect(server.dsn, autocommit=True) as listener:
+        listener.execute("LISTEN dust_alarm")
+        ingest.handle([delivery("g", "alarm", [rec])])
+        note = next(listener.notifies(timeout=5))
+    assert orjson.loads(note.payload) == {"enterprise": "E", "gateway": "g", "seq": [4]}
+    assert rows(ingest, "SELECT alarm_id, level, extra FROM alarms") == [
+        ("p:high", "warning", {"chattering": True})
+    ]
