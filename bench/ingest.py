@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import statistics
 import subprocess
 import sys
@@ -33,8 +34,11 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from firmware_sim.harness import Broker  # noqa: E402
+from firmware_sim.harness import LOOPBACK, Broker, dump_toml  # noqa: E402
 from ingest.testing import PgServer  # noqa: E402
+from tests.e2e import Proc  # noqa: E402
+
+BIN = Path(sys.executable).parent
 
 PG_SETTINGS = {"shared_buffers": "512MB", "max_wal_size": "4GB", "checkpoint_timeout": "30min"}
 
@@ -181,7 +185,26 @@ FROM telemetry t JOIN gateways g ON g.id = t.gateway_id
 GROUP BY 1"""
 
 
+def poll_latency(pg: PgServer, expected: int, seconds: float, skip: float = 0.0) -> list[float]:
+    """Read -> visible latency of every row committed in the next `seconds` (until `expected`
+    rows were seen), ignoring rows stamped within `skip` s of the start (agent start-up)."""
+    lat: list[float] = []
+    seen: dict[int, int] = {}
+    t0 = time.time()
+    deadline = time.monotonic() + seconds
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        while len(lat) < expected and time.monotonic() < deadline:
+            now = time.time()
+            arg = orjson.dumps(seen, option=orjson.OPT_NON_STR_KEYS).decode()
+            for gid, top, stamps in conn.execute(NEW_ROWS, (arg,)):
+                seen[gid] = top
+                lat.extend(now - float(s) for s in stamps if float(s) >= t0 + skip)
+            time.sleep(0.01)
+    return lat
+
+
 def latency(pg: PgServer, broker: Broker, tmp: Path, args: Any) -> list[float]:
+    """Synthetic gateways publishing each reading at once: broker + ingest + commit."""
     reset(pg)
     inst = Instances(2, pg, broker, tmp / "lat")
     inst.tmp.mkdir()
@@ -191,22 +214,56 @@ def latency(pg: PgServer, broker: Broker, tmp: Path, args: Any) -> list[float]:
         [sys.executable, __file__, "--live-publisher", str(broker.port), str(args.gateways),
          str(args.latency_seconds)], cwd=REPO,
     )  # fmt: skip
-    lat: list[float] = []
-    seen: dict[int, int] = {}
     expected = args.gateways * 20 * int(args.latency_seconds)
-    deadline = time.monotonic() + args.latency_seconds + 60
-    with psycopg.connect(pg.dsn, autocommit=True) as conn:
-        while len(lat) < expected and time.monotonic() < deadline:
-            now = time.time()
-            for gid, top, stamps in conn.execute(
-                NEW_ROWS, (orjson.dumps(seen, option=orjson.OPT_NON_STR_KEYS).decode(),)
-            ):
-                seen[gid] = top
-                lat.extend(now - float(s) for s in stamps)
-            time.sleep(0.01)
+    lat = poll_latency(pg, expected, args.latency_seconds + 60)
     pub.wait()
     inst.stop()
     return lat
+
+
+def agent_config(tmp: Path, name: str, sim_port: int, broker_port: int, devices: int) -> Path:
+    points = [{"key": f"r{a:02d}", "table": "holding", "address": a, "type": "uint16",
+               "unit": "", "kind": "generic"} for a in range(20)]  # fmt: skip
+    data = {
+        "site": {"enterprise_code": "BENCH", "gateway_id": name},
+        "buses": [{"name": "bench", "host": LOOPBACK, "port": sim_port, "timeout": 1.0,
+                   "poll_interval": 1.0}],
+        "devices": [{"name": f"D{u:03d}", "bus": "bench", "unit": u, "points": points}
+                    for u in range(1, devices + 1)],
+        "uplink": {"host": LOOPBACK, "port": broker_port},
+        "storage": {"dir": str(tmp / name)},
+        "rules_pack": str(REPO / "config" / "rules" / "default.toml"),
+    }  # fmt: skip
+    path = tmp / f"{name}.toml"
+    path.write_text(dump_toml(data))
+    return path
+
+
+def agent_latency(pg: PgServer, broker: Broker, tmp: Path, args: Any) -> list[float]:
+    """Real agents polling the simulator at 1 s: from each reading's ts to its committed row."""
+    reset(pg)
+    inst = Instances(2, pg, broker, tmp / "agent-lat")
+    inst.tmp.mkdir()
+    inst.start()
+    inst.wait_connected()
+    sim = Proc([str(BIN / "dust-sim"), "serve", "--host", LOOPBACK, "--port", "0",
+                "--bench-devices", "10", "--bench-registers", "20"], tmp / "sim.log")  # fmt: skip
+    port = int(sim.wait_log(r"on 127\.0\.0\.1:(\d+)").group(1))
+    env = {"DUST_AGENT_CLOCK_SYNC": "yes"}
+    agents = [
+        Proc([str(BIN / "dust-agent"), "run", "-c",
+              str(agent_config(inst.tmp, f"agent-{i}", port, broker.port, 10))],
+             inst.tmp / f"agent-{i}.log", env=env)
+        for i in range(args.agents)
+    ]  # fmt: skip
+    try:
+        warmup = 3.0
+        return poll_latency(pg, 10**9, warmup + args.latency_seconds, skip=warmup)
+    finally:
+        for a in agents:
+            a.stop(signal.SIGTERM)
+        sim.stop(signal.SIGTERM)
+        inst.stop()
 
 
 def main() -> int:
@@ -216,6 +273,7 @@ def main() -> int:
     ap.add_argument("--per-message", type=int, default=1000)
     ap.add_argument("--latency-seconds", type=float, default=20)
     ap.add_argument("--instances", default="1,2")
+    ap.add_argument("--agents", type=int, default=2, help="real agents for the latency (0: none)")
     ap.add_argument("--live-publisher", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.live_publisher:
@@ -244,6 +302,14 @@ def main() -> int:
                     f"  latency read -> committed row, 2 instances, {args.gateways} gateways x 20"
                     f" readings at 1 s, {len(lat)} records: median {1000 * med:.0f} ms,"
                     f" p99 {1000 * p99:.0f} ms, max {1000 * lat[-1]:.0f} ms"
+                )
+            if args.latency_seconds > 0 and args.agents > 0:
+                lat = sorted(agent_latency(pg, broker, tmp, args))
+                med, p99 = statistics.median(lat), statistics.quantiles(lat, n=100)[98]
+                print(
+                    f"  latency read -> committed row, 2 instances, {args.agents} real agents x"
+                    f" 200 points at 1 s (dust-sim), {len(lat)} records: median"
+                    f" {1000 * med:.0f} ms, p99 {1000 * p99:.0f} ms, max {1000 * lat[-1]:.0f} ms"
                 )
     return 0
 
