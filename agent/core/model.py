@@ -36,7 +36,7 @@ REGISTER_WIDTH: dict[DataType, int] = {
     "int64": 4,
     "float64": 4,
 }
-BusType = Literal["tcp", "rtu", "rtu_tcp"]
+BusType = str  # a registered driver's name (drivers.registry): "tcp", "rtu", "rtu_tcp", ...
 Table = Literal["holding", "input", "coil", "discrete"]  # the four Modbus data tables
 ReadMode = Literal["block", "point"]
 
@@ -144,14 +144,6 @@ class BusSpec:
     busy_retries: int = 2  # re-sends of a request answered with exception 5/6, within a cycle
     busy_delay: float = 0.05  # seconds before each such re-send
     round_trip: float | None = None  # tcp, rtu_tcp: LAN round trip per request (None: default)
-
-    @property
-    def endpoint(self) -> str:
-        if self.type == "rtu":
-            frame = f"{self.bytesize}{self.parity}{self.stopbits}"
-            return f"modbus rtu {self.serial_port} {self.baud} baud {frame}"
-        kind = "rtu-over-tcp" if self.type == "rtu_tcp" else "tcp"
-        return f"modbus {kind} {self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
