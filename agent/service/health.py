@@ -19,8 +19,9 @@ import orjson
 
 from agent.core.model import AgentConfig
 from agent.store.guard import StoreGuard
-from agent.store.outbox import PRIMARY, Outbox, OutboxStats
+from agent.store.outbox import Outbox, OutboxStats
 from agent.uplink.forwarder import Forwarder
+from agent.uplink.mqtt import CONSUMER as PRIMARY
 from agent.uplink.payload import WIRE_VERSION
 from agent.uplink.platforms.forwarder import PlatformForwarder
 

@@ -23,8 +23,9 @@ from agent.source.plan import BusPlan, compile_config_plan
 from agent.source.poller import BusPoller
 from agent.store.guard import StoreGuard
 from agent.store.journal import Journal
-from agent.store.outbox import PRIMARY, Entry, Outbox
+from agent.store.outbox import Entry, Outbox
 from agent.uplink.forwarder import Forwarder
+from agent.uplink.mqtt import CONSUMER as PRIMARY
 from agent.uplink.mqtt import MqttUplink
 from agent.uplink.payload import encode_alarms, encode_event, encode_telemetry
 from agent.uplink.platforms.forwarder import PlatformForwarder, make_platform_forwarder

@@ -26,6 +26,8 @@ __all__ = ["MqttUplink", "UplinkError", "tls_context"]
 
 log = logging.getLogger(__name__)
 
+CONSUMER = "mqtt"  # the MQTT uplink's outbox consumer name (and its key in health "uplinks")
+
 _ERRNO = re.compile(r"^\[Errno -?\d+\]\s*")
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 
 from agent.core.model import AlarmEvent, Frame, PointSpec, SiteSpec
-from agent.store.outbox import Batch, Entry, Row, event_body
+from agent.store.outbox import Batch, Entry, Row, event_entry
 
 WIRE_VERSION: Final = 1
 TELEMETRY_COLUMNS: Final = ("point", "device", "key", "ts", "value", "quality", "unit")
@@ -54,8 +54,7 @@ def encode_alarms(events: Sequence[AlarmEvent]) -> Entry:
 
 def encode_event(kind: str, data: dict[str, Any], ts: float | None = None) -> Entry:
     """One gateway event (e.g. "clock_jump", "data_dropped") as an event-stream entry."""
-    now = time.time() if ts is None else ts
-    return Entry("event", 1, event_body(kind, data, now), now)
+    return event_entry(kind, data, ts)
 
 
 def build_message(
