@@ -72,9 +72,9 @@ class Ops:
         self.progress.expect(
             UPLINK_MARK, 2 * (up.backoff_cap + up.publish_timeout + up.keepalive) + 30
         )
-        for pf in self.agent.platforms:  # each HTTP platform uplink's loop must turn too
+        for spec in cfg.platforms:  # each HTTP platform uplink's loop must turn too
             self.progress.expect(
-                platform_mark(pf.name), 2 * (pf.spec.backoff_cap + pf.spec.timeout) + 30
+                platform_mark(spec.name), 2 * (spec.backoff_cap + spec.timeout) + 30
             )
 
     def observe(self, frame: Frame) -> None:

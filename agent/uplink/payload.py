@@ -7,7 +7,7 @@ seq ranges when a batch is sent. docs/payloads.md documents every field.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Literal
 
 import numpy as np
@@ -15,6 +15,7 @@ import orjson
 
 from agent.core.model import AlarmEvent, Frame, PointSpec, SiteSpec
 from agent.store.outbox import Batch, Entry, Row, event_entry
+from agent.uplink.contract import Message
 
 WIRE_VERSION: Final = 1
 TELEMETRY_COLUMNS: Final = ("point", "device", "key", "ts", "value", "quality", "unit")
@@ -173,3 +174,21 @@ def _merge_objects(batch: Batch) -> list[dict[str, Any]]:
         for i, item in enumerate(items):
             out.append({"seq": row.seq_first + i, **item})
     return out
+
+
+class MqttCodec:
+    """The MQTT uplink's codec (agent.uplink.contract.Codec): one message per batch."""
+
+    def __init__(
+        self, site: SiteSpec, topic: Callable[[str], str], clock_synced: Callable[[], bool]
+    ) -> None:
+        self.site, self.topic, self.clock_synced = site, topic, clock_synced
+
+    def encode(self, batch: Batch) -> list[Message]:
+        body = build_message(
+            self.site, batch, backfill=batch.backfill, clock_synced=self.clock_synced()
+        )
+        return [Message(self.topic(batch.stream), body, batch.records)]
+
+    def acked(self, batch: Batch) -> None:
+        """Nothing to commit: a message depends only on its batch."""
