@@ -9,7 +9,9 @@ quality.py    stale, frozen, out of range, 4-20 mA loop fault
 lifecycle.py  latching, acknowledgement, shelving, chattering, restart snapshot
 engine.py     RuleEngine: one vectorized step per frame over every kind
 texts.py      Chinese and English alarm texts
-reference.py  the same semantics per point in plain Python (tests and bench)
+
+The test oracle (per point, plain Python, written from the documents) is
+tests/oracles/rules_reference.py; it shares no code with this package.
 """
 
 from agent.core.model import Direction
