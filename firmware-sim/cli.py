@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from firmware_sim.plant import SCENARIOS, Plant
 from firmware_sim.server import Fault, PlantServer, parse_fault_arg, quiet_pymodbus
+from firmware_sim.site_cli import add_site_arguments, serve_site
 
 DEFAULT_PORT = 5020
 
@@ -84,10 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--scenario",
-        choices=sorted(SCENARIOS),
         default=None,
         help="smoulder (default for the demo plant), none (default for the bench plant), or "
-        "one of firmware_sim.scenarios (units 3 and 4 are wet collectors)",
+        f"one of {', '.join(sorted(SCENARIOS))} (units 3 and 4 are wet collectors); with "
+        "--config: a scenario file or the name of a shipped one (firmware-sim/scenarios/)",
     )
     serve.add_argument(
         "--speed",
@@ -146,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(8N1; default: no hold)",
     )
 
+    add_site_arguments(serve)
+
     demo = sub.add_parser(
         "demo",
         help="run broker + simulator + agent and print what arrives upstream",
@@ -185,6 +188,15 @@ def describe_start(server: PlantServer, bench: bool) -> str:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        return await serve_site(args)
+    if args.scenario is not None and args.scenario not in SCENARIOS:
+        print(
+            f"dust-sim: unknown scenario {args.scenario!r} for the demo plant "
+            f"(known: {', '.join(sorted(SCENARIOS))}); scenario files need --config",
+            file=sys.stderr,
+        )
+        return 2
     bench = args.bench_devices is not None or args.bench_registers is not None
     if bench and (args.bench_devices is None or args.bench_registers is None):
         print("dust-sim: --bench-devices and --bench-registers go together", file=sys.stderr)

@@ -1,0 +1,107 @@
+"""`dust-sim serve --config SITE.toml`: serve every device of an agent config until stopped.
+
+Prints one JSON line on stdout first (flushed) saying where each bus is served, e.g.
+`{"dust_sim": "serving", "buses": {"plant": {"type": "tcp", "host": "127.0.0.1", "port":
+40123}}, "devices": 2, "points": 16, ...}`; with `--agent-config OUT` it also writes the site
+config rewritten to those addresses, ready for `dust-agent run -c OUT`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import orjson
+
+from firmware_sim.harness import dump_toml
+from firmware_sim.scenario_file import Scenario, load_scenario
+from firmware_sim.site import SiteModel
+from firmware_sim.site_serve import Bind, SiteServer
+from firmware_sim.timeline import ScenarioError, Timeline
+
+
+def add_site_arguments(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--config",
+        metavar="SITE.toml",
+        default=None,
+        help="serve every device of this agent config (each register as the config declares it)",
+    )
+    serve.add_argument(
+        "--bind",
+        action="append",
+        default=[],
+        metavar="BUS=HOST:PORT|BUS=/dev/tty",
+        help="with --config: serve this bus here instead of the config's address (repeatable)",
+    )
+    serve.add_argument(
+        "--local",
+        action="store_true",
+        help="with --config: every TCP bus on 127.0.0.1 at a free port, every RTU bus on a "
+        "new socat pty pair; the JSON line says where",
+    )
+    serve.add_argument(
+        "--agent-config",
+        metavar="OUT.toml",
+        default=None,
+        help="with --config: write the config pointed at the served addresses here",
+    )
+
+
+def load_site(
+    config: str, scenario: str | None, seed: int, speed: float
+) -> tuple[SiteModel, Scenario | None]:
+    """The model of a site config with an optional scenario (file or shipped name)."""
+    from agent.config import load_config
+
+    chosen = load_scenario(scenario) if scenario and scenario != "none" else None
+    cfg = load_config(config)
+    timeline = chosen.timeline if chosen is not None else Timeline()
+    return SiteModel(cfg, timeline, seed=seed, speed=speed), chosen
+
+
+def started_line(server: SiteServer, chosen: Scenario | None) -> dict[str, object]:
+    model = server.model
+    return {
+        "dust_sim": "serving",
+        "config": str(model.cfg.path),
+        "buses": server.served,
+        "devices": len(model.device_unit),
+        "points": len(model.cfg.points),
+        "scenario": chosen.name if chosen is not None else None,
+        "speed": model.speed,
+    }
+
+
+async def serve_site(args: argparse.Namespace) -> int:
+    from agent.config import ConfigError
+
+    try:
+        binds = dict(Bind.parse(b) for b in args.bind)
+        model, chosen = load_site(args.config, args.scenario, args.seed, args.speed)
+        server = SiteServer(model, binds, local=args.local)
+    except (ConfigError, ScenarioError, ValueError) as exc:
+        print(f"dust-sim: {exc}", file=sys.stderr)
+        return 2
+    try:
+        await server.start()
+    except OSError as exc:
+        print(f"dust-sim: cannot serve: {exc} (use --local or --bind)", file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if args.agent_config:
+            text = dump_toml(server.agent_config())
+            await asyncio.to_thread(Path(args.agent_config).write_text, text)
+        print(orjson.dumps(started_line(server, chosen)).decode(), flush=True)
+        await stop.wait()
+    finally:
+        await server.stop()
+    print("dust-sim: stopped", file=sys.stderr, flush=True)
+    return 0
