@@ -149,6 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_site_arguments(serve)
 
+    scen = sub.add_parser(
+        "run-scenario",
+        help="play scenario files against the real agent and check their expectations",
+        description=(
+            "Start mosquitto, the simulator (serving --config, or the demo site) and dust-agent "
+            "per scenario file, play each timeline and check its expectations against the "
+            "alarms that reach the broker. Several files run at once. Prints a pass/fail table; "
+            "exits 1 if any expectation failed. FILE is a path or a shipped scenario name."
+        ),
+    )
+    scen.add_argument("files", nargs="+", metavar="FILE")
+    scen.add_argument("--config", default=None, help="site config (default: the demo site)")
+    scen.add_argument("--speed", type=_positive_float, default=1.0, help="timeline speed (1)")
+    scen.add_argument("--agent-cmd", default=None, help="command to run the agent")
+    scen.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+
     demo = sub.add_parser(
         "demo",
         help="run broker + simulator + agent and print what arrives upstream",
@@ -242,10 +258,32 @@ async def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_scenario_command(args: argparse.Namespace) -> int:
+    from agent.config import ConfigError
+    from firmware_sim.run_scenario import run_scenarios
+    from firmware_sim.timeline import ScenarioError
+
+    try:
+        return asyncio.run(
+            run_scenarios(
+                args.files,
+                config=args.config,
+                speed=args.speed,
+                agent_cmd=args.agent_cmd,
+                keep=args.keep,
+            )
+        )
+    except (ScenarioError, ConfigError, ValueError) as exc:
+        print(f"dust-sim: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return asyncio.run(serve(args))
+    if args.command == "run-scenario":
+        return run_scenario_command(args)
     from firmware_sim.demo import run_demo
 
     return run_demo(

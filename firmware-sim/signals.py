@@ -139,8 +139,10 @@ def _fit_trends(p: PointSpec, s: Signal) -> Signal:
     wander, noise, span = s.wander, s.noise, s.span
     limit = _rate_limit(p, s.centre)
     if limit is not None and s.shape == "analog":
+        # steepest slopes: the wander's 2 pi A / period, the noise's 3 A per second (knots
+        # 1 s apart); together well under the threshold even over a short fit
         wander = min(wander, limit * WANDER_PERIOD / (10 * math.pi))
-        noise = min(noise, limit * r.rate_window / 20)
+        noise = min(noise, limit / 12)
     devs = [abs(v) for v in (r.deviation_warning, r.deviation_alarm) if v is not None]
     if devs:
         allowed = min(devs) / 4 if r.deviation_absolute else abs(s.centre) * min(devs) / 400

@@ -80,7 +80,7 @@ class SiteModel:
             self.device_unit[p.device] = (p.bus, p.unit_id)
         self.overrides: dict[str, Fault] = {}  # device -> fault set at run time
         self.links_down: set[str] = set()  # buses taken down at run time
-        self._t0 = time.monotonic()
+        self._t0: float | None = None  # None: the clock has not started (reads as 0)
         self._check_targets()
 
     def _check_targets(self) -> None:
@@ -102,8 +102,8 @@ class SiteModel:
         self._t0 = time.monotonic()
 
     def clock(self) -> float:
-        """Plant seconds since start_clock()."""
-        return time.monotonic() - self._t0
+        """Plant seconds since start_clock() (0 until then: the plant waits at its start)."""
+        return 0.0 if self._t0 is None else time.monotonic() - self._t0
 
     def scenario_time(self, t: float | None = None) -> float:
         return (self.clock() if t is None else t) * self.speed
@@ -111,8 +111,14 @@ class SiteModel:
     # --- values ------------------------------------------------------------------------------
 
     def value(self, p: PointSpec, t: float) -> float:
-        """The point's engineering value at plant time `t`."""
-        return self.tracks[p.index].value(t * self.speed)
+        """The point's engineering value at plant time `t`. A counter wraps at its register
+        width (a transmitter saturates, a counter rolls over)."""
+        value = self.tracks[p.index].value(t * self.speed)
+        if self.signals[p.index].shape == "counter" and not p.type.startswith("float"):
+            span = 1 << (16 * WIDTH[p.type])
+            raw = round((value - p.offset) / p.scale) % span
+            value = raw * p.scale + p.offset
+        return value
 
     def unit_ids(self, bus: str) -> list[int]:
         return sorted(u for b, u in self.units if b == bus)

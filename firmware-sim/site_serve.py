@@ -147,13 +147,20 @@ class SiteServer:
         self.served[bus.name] = {"type": "rtu", "port": agent_path, "baud": bus.baud}
         self.servers[bus.name] = serial
 
-    async def start(self) -> None:
+    async def start(self, *, start_clock: bool = True) -> None:
+        """Serve every bus; with start_clock=False the plant stays at time 0 (and the timeline
+        waits) until `begin()`."""
         try:
             for bus in self.model.cfg.buses:
                 await self._serve_bus(bus)
         except BaseException:
             await self.stop()
             raise
+        if start_clock:
+            self.begin()
+
+    def begin(self) -> None:
+        """Start the plant clock and the timeline."""
         self.model.start_clock()
         if self.model.timeline.links:
             self._links = asyncio.create_task(self._play_links(), name="sim-links")
