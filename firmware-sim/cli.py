@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from firmware_sim.plant import SCENARIOS, Plant
 from firmware_sim.server import Fault, PlantServer, parse_fault_arg, quiet_pymodbus
-from firmware_sim.site_cli import add_site_arguments, serve_site
+from firmware_sim.site_cli import add_site_arguments, serve_demo_site, serve_site
 
 DEFAULT_PORT = 5020
 
@@ -86,9 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--scenario",
         default=None,
-        help="smoulder (default for the demo plant), none (default for the bench plant), or "
-        f"one of {', '.join(sorted(SCENARIOS))} (units 3 and 4 are wet collectors); with "
-        "--config: a scenario file or the name of a shipped one (firmware-sim/scenarios/)",
+        help="smoulder (default for the demo plant: units 1, 2 dry, 3, 4 wet), none (default "
+        "for the bench plant), or a shipped scenario file's name (firmware-sim/scenarios/: "
+        "served on the demo site, units 1, 2 dry and 3 wet); with --config: a scenario file "
+        "or a shipped name",
     )
     serve.add_argument(
         "--speed",
@@ -207,12 +208,10 @@ async def serve(args: argparse.Namespace) -> int:
     if args.config is not None:
         return await serve_site(args)
     if args.scenario is not None and args.scenario not in SCENARIOS:
-        print(
-            f"dust-sim: unknown scenario {args.scenario!r} for the demo plant "
-            f"(known: {', '.join(sorted(SCENARIOS))}); scenario files need --config",
-            file=sys.stderr,
-        )
-        return 2
+        if args.bench_devices is not None or args.rtu or args.rtu_tcp:
+            print("dust-sim: scenario files are served over Modbus TCP only", file=sys.stderr)
+            return 2
+        return await serve_demo_site(args)
     bench = args.bench_devices is not None or args.bench_registers is not None
     if bench and (args.bench_devices is None or args.bench_registers is None):
         print("dust-sim: --bench-devices and --bench-registers go together", file=sys.stderr)

@@ -79,6 +79,7 @@ class SiteModel:
             u.tables.setdefault(p.table, []).append(p)
             self.device_unit[p.device] = (p.bus, p.unit_id)
         self.overrides: dict[str, Fault] = {}  # device -> fault set at run time
+        self.unit_faults: dict[tuple[str, int], Fault] = {}  # (bus, unit) -> fault (--fault)
         self.links_down: set[str] = set()  # buses taken down at run time
         self._t0: float | None = None  # None: the clock has not started (reads as 0)
         self._check_targets()
@@ -132,6 +133,8 @@ class SiteModel:
         u = self.units.get((bus, unit))
         if u is None:
             return None
+        if (bus, unit) in self.unit_faults:
+            return self.unit_faults[(bus, unit)]
         for device in u.devices:
             fault = self.overrides.get(device) or self.timeline.fault(device, s)
             if fault is not None:

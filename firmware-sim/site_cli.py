@@ -76,6 +76,51 @@ def started_line(server: SiteServer, chosen: Scenario | None) -> dict[str, objec
     }
 
 
+async def serve_demo_site(args: argparse.Namespace) -> int:
+    """`dust-sim serve --scenario NAME` (no --config): the scenario file on the demo site
+    (DC-1, DC-2 dry, WC-3 wet; units 1, 2, 3) over Modbus TCP on --host/--port."""
+    from firmware_sim.run_scenario import DEMO_SITE
+
+    try:
+        model, chosen = load_site(str(DEMO_SITE), args.scenario, args.seed, args.speed)
+    except (ScenarioError, ValueError) as exc:
+        print(f"dust-sim: {exc}", file=sys.stderr)
+        return 2
+    bus = model.cfg.buses[0].name
+    for unit, fault in args.fault:
+        model.unit_faults[(bus, unit)] = fault
+    server = SiteServer(model, {bus: Bind(args.host, args.port)})
+    try:
+        await server.start()
+    except OSError as exc:
+        print(f"dust-sim: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    where = server.served[bus]
+    units = ",".join(str(u) for u in model.unit_ids(bus))
+    assert chosen is not None
+    about = " ".join(chosen.description.split())
+    speed = "" if args.speed == 1.0 else f", speed x{args.speed:g}"
+    print(
+        f"dust-sim: serving demo site (units {units}) on {where['host']}:{where['port']}; "
+        f"scenario {chosen.name}: {about}{speed}",
+        flush=True,
+    )
+    return await _until_signalled(server)
+
+
+async def _until_signalled(server: SiteServer) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+    print("dust-sim: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
 async def serve_site(args: argparse.Namespace) -> int:
     from agent.config import ConfigError
 
@@ -91,17 +136,12 @@ async def serve_site(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"dust-sim: cannot serve: {exc} (use --local or --bind)", file=sys.stderr)
         return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
         if args.agent_config:
             text = dump_toml(server.agent_config())
             await asyncio.to_thread(Path(args.agent_config).write_text, text)
         print(orjson.dumps(started_line(server, chosen)).decode(), flush=True)
-        await stop.wait()
-    finally:
+    except BaseException:
         await server.stop()
-    print("dust-sim: stopped", file=sys.stderr, flush=True)
-    return 0
+        raise
+    return await _until_signalled(server)
