@@ -150,6 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_site_arguments(serve)
 
+    replay = sub.add_parser(
+        "replay",
+        help="serve values recorded from a plant through a site config's register map",
+        description=(
+            "Serve a capture (JSON lines of telemetry messages as mosquitto_sub prints them, "
+            "or a CSV point,time,value) through --config's register map, at --speed. Prints "
+            "the same JSON start line as serve --config."
+        ),
+    )
+    replay.add_argument("capture", metavar="CAPTURE")
+    replay.add_argument("--speed", type=_positive_float, default=1.0, help="replay speed (1)")
+    replay.add_argument("--loop", action="store_true", help="start over at the end")
+    replay.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    replay.add_argument("--scenario", default=None, help=argparse.SUPPRESS)
+    add_site_arguments(replay)
+
     scen = sub.add_parser(
         "run-scenario",
         help="play scenario files against the real agent and check their expectations",
@@ -281,6 +297,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return asyncio.run(serve(args))
+    if args.command == "replay":
+        if args.config is None:
+            print("dust-sim: replay needs --config SITE.toml", file=sys.stderr)
+            return 2
+        return asyncio.run(serve_site(args))
     if args.command == "run-scenario":
         return run_scenario_command(args)
     from firmware_sim.demo import run_demo

@@ -127,8 +127,13 @@ async def serve_site(args: argparse.Namespace) -> int:
     try:
         binds = dict(Bind.parse(b) for b in args.bind)
         model, chosen = load_site(args.config, args.scenario, args.seed, args.speed)
+        capture = getattr(args, "capture", None)
+        if capture is not None:
+            from firmware_sim.replay import apply_capture, load_capture
+
+            apply_capture(model, load_capture(Path(capture)), loop=args.loop)
         server = SiteServer(model, binds, local=args.local)
-    except (ConfigError, ScenarioError, ValueError) as exc:
+    except (ConfigError, ScenarioError, ValueError, OSError) as exc:
         print(f"dust-sim: {exc}", file=sys.stderr)
         return 2
     try:
