@@ -85,7 +85,7 @@ def test_replay_csv_at_speed(tmp_path: Path, broker: Broker) -> None:
     rows = ["point,time,value"]
     rows += [f"130100000001DC01HT,{1_700_000_000 + 10 * i},{40 + i}" for i in range(30)]
     capture.write_text("\n".join(rows) + "\n")
-    collector, got = run_once(tmp_path, broker, "csv", ["replay", str(capture), "--speed", "20"])
+    _, got = run_once(tmp_path, broker, "csv", ["replay", str(capture), "--speed", "20"])
     hopper = got["130100000001DC01HT"]
     assert all(v in {40.0 + i for i in range(30)} for v in hopper), hopper
     assert len(set(hopper)) >= 4  # 2 recorded steps a second at x20
