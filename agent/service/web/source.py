@@ -1,0 +1,195 @@
+"""What the status page reads from the running agent: the `WebSource` interface and its feed.
+
+The page never touches the pollers, the engine or the outbox directly: it reads a `WebSource`.
+`AgentFeed` is the one implementation; the supervisor calls `observe(frame)` after each stored
+frame (a few numpy assignments) and `start(tg)` / `stop()`. Everything the page shows is built
+at most once a second (`live()`), so any number of browsers costs one snapshot copy a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agent import __version__
+from agent.core.model import AgentConfig, Frame
+from agent.store.history import History
+
+if TYPE_CHECKING:
+    from agent.service.supervisor import Agent
+
+log = logging.getLogger(__name__)
+
+LIVE_TTL = 1.0  # seconds a live snapshot is reused
+OUTBOX_EVERY = 5.0  # seconds between outbox statistics queries
+
+
+class WebSource(Protocol):
+    """The page's view of an agent. `live()` is cheap (cached); the rest are plain reads."""
+
+    @property
+    def cfg(self) -> AgentConfig: ...
+
+    @property
+    def history(self) -> History: ...
+
+    @property
+    def journal_dir(self) -> Path: ...
+
+    @property
+    def storage_dir(self) -> Path: ...
+
+    def live(self) -> Mapping[str, Any]:
+        """{agent, clock, buses, alarms, uplinks, points: {value, quality, ts}, now}."""
+        ...
+
+
+@dataclass(slots=True)
+class _BusTiming:
+    last_mono: float = math.nan
+    interval: float = math.nan  # smoothed seconds between frames
+    read_span: float = math.nan  # seconds between the first and the last read of a cycle
+
+
+class AgentFeed:
+    """The WebSource of a running Agent, fed by the supervisor."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        spec = agent.cfg.web
+        self.history = History(
+            agent.cfg.storage.dir / "history",
+            [p.code for p in agent.cfg.points],
+            spec.history_hours,
+            spec.history_step,
+        )
+        self.timing: dict[str, _BusTiming] = {}
+        self._live: dict[str, Any] = {}
+        self._live_at = -math.inf
+        self._outbox: dict[str, Any] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def cfg(self) -> AgentConfig:
+        return self.agent.cfg
+
+    @property
+    def journal_dir(self) -> Path:
+        return Path(self.agent.journal.directory)
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.agent.cfg.storage.dir
+
+    def observe(self, frame: Frame) -> None:
+        if len(self.history.value) != len(self.agent.cfg.points):
+            return  # a reload changed the points: the page shows them after a restart
+        self.history.observe(frame)
+        tm = self.timing.setdefault(frame.bus, _BusTiming())
+        now = time.monotonic()
+        if not math.isnan(tm.last_mono):
+            gap = now - tm.last_mono
+            tm.interval = gap if math.isnan(tm.interval) else 0.8 * tm.interval + 0.2 * gap
+        tm.last_mono = now
+        if len(frame):
+            tm.read_span = float(frame.ts.max() - frame.ts.min())
+
+    def start(self, tg: asyncio.TaskGroup) -> None:
+        self._task = tg.create_task(self._outbox_loop(), name="web:outbox-stats")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.history.close()
+
+    async def _outbox_loop(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # the page shows stale figures, never fails
+                st = await self.agent.outbox.stats()
+                self._outbox = {
+                    "pending": dict(st.pending_records),
+                    "by_consumer": dict(getattr(st, "pending_by_consumer", {}) or {}),
+                    "oldest": min(st.oldest_ts.values(), default=None),
+                }
+            await asyncio.sleep(OUTBOX_EVERY)
+
+    def live(self) -> Mapping[str, Any]:
+        now = time.monotonic()
+        if now - self._live_at >= LIVE_TTL:
+            self._live = self._build()
+            self._live_at = now
+        return self._live
+
+    def _build(self) -> dict[str, Any]:
+        agent = self.agent
+        ops = agent.ops
+        buses = ops.tracker.buses(agent.pollers)
+        for bus in buses:
+            tm = self.timing.get(bus["name"], _BusTiming())
+            bus["interval"], bus["read_span"] = _num(tm.interval), _num(tm.read_span)
+        return {
+            "now": time.time(),
+            "agent": {"version": __version__, "started": ops.started_wall},
+            "clock": ops.clock.snapshot(),
+            "buses": buses,
+            "alarms": [_alarm(a) for a in agent.engine.active()],
+            "uplinks": self._uplinks(),
+        }
+
+    def _uplinks(self) -> list[dict[str, Any]]:
+        agent = self.agent
+        fw = agent.forwarder.stats
+        box = self._outbox
+        pending = box.get("pending", {})
+        out = [
+            {
+                "name": "MQTT",
+                "target": agent.forwarder.uplink.target,
+                "connected": fw.connected,
+                "pending": sum(pending.values()) if pending else None,
+                "oldest": box.get("oldest"),
+                "last_error": fw.last_error or None,
+            }
+        ]
+        for pf in agent.platforms:
+            mine = box.get("by_consumer", {}).get(pf.name, {})
+            out.append(
+                {
+                    "name": pf.name,
+                    "target": pf.uplink.target,
+                    "connected": pf.stats.connected,
+                    "pending": sum(mine.values()) if mine else None,
+                    "oldest": None,
+                    "last_error": pf.stats.last_error or None,
+                }
+            )
+        return out
+
+
+def _num(v: float) -> float | None:
+    return None if math.isnan(v) else v
+
+
+def _alarm(a: Any) -> dict[str, Any]:
+    return {
+        "alarm_id": a.alarm_id,
+        "device": a.device,
+        "key": a.key,
+        "kind": a.kind,
+        "direction": a.direction,
+        "level": a.level,
+        "since": _num(a.since),
+        "value": _num(a.value),
+        "threshold": _num(a.threshold),
+        "unit": a.unit,
+        "acked": a.acked,
+        "shelved_until": a.shelved_until,
+    }
