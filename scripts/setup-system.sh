@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the system packages that the demo and the tests need, only when they are missing:
 # python3 (>= 3.11) with venv, mosquitto (the MQTT broker), socat (pty pairs for RS-485 tests)
-# and systemd-analyze (unit file checks).
+# systemd-analyze (unit file checks), and chromium + chromedriver with a CJK font (the status
+# page's browser tests; Selenium is pointed at them and never downloads a browser).
 set -euo pipefail
 
 need=()
@@ -9,6 +10,10 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 command -v socat >/dev/null 2>&1 || need+=(socat)
 # systemd-analyze checks the service unit in the tests (present wherever systemd is)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# the status page's tests (tests/integration/test_web.py) drive Debian's chromium headless
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 if ! python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
     need+=(python3)
 fi

@@ -197,6 +197,7 @@ class Agent:
                 if events:
                     await self._journal(events)
                     entries.append(encode_alarms(events))
+                    self.web.note(events)
                     for ev in events:
                         log.warning("alarm %s %s: %s", ev.transition, ev.alarm_id, ev.text_en)
             await self.store.put(entries)

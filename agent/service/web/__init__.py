@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from agent.core.model import Frame
+from agent.core.model import AlarmEvent, Frame
 
 if TYPE_CHECKING:
     from agent.service.supervisor import Agent
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class WebHook:
-    """The supervisor's three calls: `observe(frame)`, `start(tg)`, `await stop()`."""
+    """The supervisor's calls: `observe(frame)`, `note(events)`, `start(tg)`, `await stop()`."""
 
     def __init__(self, agent: Agent) -> None:
         self.feed: AgentFeed | None = None
@@ -37,6 +38,11 @@ class WebHook:
     def observe(self, frame: Frame) -> None:
         if self.feed is not None:
             self.feed.observe(frame)
+
+    def note(self, events: Sequence[AlarmEvent]) -> None:
+        """Alarm transitions, for the quantity and threshold each active alarm was raised with."""
+        if self.feed is not None:
+            self.feed.note(events)
 
     def start(self, tg: asyncio.TaskGroup) -> None:
         if self.feed is None:

@@ -117,11 +117,13 @@ def overview(ctx: Ctx) -> str:
     for bus in live["buses"]:
         conn = ctx.t("connected") if bus.get("connected") else ctx.t("disconnected")
         cyc = "—" if bus.get("interval") is None else f"{bus['interval']:.2f} s"
-        span = "—" if bus.get("read_span") is None else f"{bus['read_span'] * 1000:.0f} ms"
+        counts = " · ".join(
+            f"{esc(ctx.t(k))} {bus[k]}" for k in ("cycles", "overruns", "timeouts") if k in bus
+        )
         out.append(
             f'<section class="bus"><h2>{esc(ctx.t("bus"))} {esc(bus["name"])}</h2>'
             f"<p>{esc(bus['type'])} {esc(bus['target'])} · {esc(conn)} · {esc(ctx.t('cycle'))} "
-            f"{cyc} · {esc(ctx.t('read_span'))} {span}</p><table><tr>"
+            f"{cyc} · {counts}</p><table><tr>"
             + "".join(
                 f"<th>{esc(ctx.t(k))}</th>"
                 for k in ("device", "state", "points", "bad_points", "last_good", "value")
@@ -180,7 +182,7 @@ def trend(ctx: Ctx, dev: str, key: str) -> tuple[str, str] | None:
     )
     now = time.time()
     s = ctx.src.history.series(p.index, hours * 3600, now)
-    label = esc(f"{ctx.device_name(dev)} {ctx.point_name(p)}")
+    label = esc(f"{ctx.device_name(dev)} {ctx.point_name(p)} ({p.key})")
     plot = trend_svg(s, hours * 3600, now, esc(p.unit), label)
     note = "" if len(s) else f"<p>{esc(ctx.t('no_history'))}</p>"
     return f'<p class="hours">{esc(ctx.t("hours"))}: {links} · {esc(ctx.t("min_max"))}</p>', (
@@ -197,7 +199,8 @@ def alarms(ctx: Ctx) -> str:
         pname = ctx.point_name(p) if p else a["key"]
         shelf = when(a["shelved_until"]) if a["shelved_until"] else ctx.t("no")
         rows.append(
-            f'<tr class="lv-{esc(a["level"])}" data-alarm="{esc(a["alarm_id"])}">'
+            f'<tr class="lv-{esc(a["level"])}" data-alarm="{esc(a["alarm_id"])}" '
+            f'data-kind="{esc(a["kind"])}">'
             f'<td><span class="lvl lvl-{esc(a["level"])}">{esc(ctx.t(a["level"]))}</span></td>'
             f"<td>{esc(ctx.device_name(a['device']))}</td><td>{esc(pname)}</td>"
             f"<td>{esc(a['kind'])} {esc(a['direction'])}</td><td>{when(a['since'])}</td>"

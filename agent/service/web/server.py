@@ -4,8 +4,8 @@ Safety: a strict Content-Security-Policy (scripts only from /static/app.js, no i
 every page rendered through `pages.esc`, requests capped at 4 KiB, journal answers capped at
 JOURNAL_LIMIT rows, and a token (Bearer header or an HttpOnly cookie set by `?token=`) on
 every path when the spec has one (the config loader requires it for a non-loopback bind).
-Cost: a rendered page is reused for CACHE_TTL seconds per (path, language), and the live data
-behind it is a snapshot rebuilt at most once a second (agent.service.web.source).
+Cost: the live data is a snapshot rebuilt at most once a second (agent.service.web.source),
+and a rendered page is reused per (path, language) for as long as that snapshot is current.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
-CACHE_TTL = 1.0
 CACHE_MAX = 128
 JOURNAL_LIMIT = 200
 JOURNAL_KEEP = 5000  # newest journal records held for filtering (memory bound)
@@ -56,7 +55,7 @@ KINDS = (
 class WebServer:
     def __init__(self, src: WebSource, spec: WebSpec) -> None:
         self.src, self.spec = src, spec
-        self.cache: dict[tuple[str, str, bool], tuple[float, str]] = {}
+        self.cache: dict[tuple[str, str, bool], tuple[object, str]] = {}
         self._journal: tuple[object, list[dict[str, Any]], Any] | None = None
         self.static = {
             name: resources.files("agent.service.web").joinpath("static", name).read_bytes()
@@ -149,17 +148,24 @@ class WebServer:
     def _cached(self, request: web.Request, lang: str) -> tuple[tuple[str, str, bool], str | None]:
         key = (request.path_qs, lang, request.headers.get("X-Fragment") == "1")
         hit = self.cache.get(key)
-        if hit is not None and time.monotonic() - hit[0] < CACHE_TTL:
+        if hit is not None and hit[0] is self.src.live():  # rendered from the current snapshot
             return key, hit[1]
         return key, None
 
     def _respond(
-        self, key: tuple[str, str, bool], ctx: pages.Ctx, title: str, main: str, before: str = ""
+        self,
+        key: tuple[str, str, bool],
+        ctx: pages.Ctx,
+        title: str,
+        main: str,
+        *,
+        before: str = "",
+        refresh: int = 2,
     ) -> web.Response:
-        body = main if key[2] else pages.layout(ctx, title, main, before)
+        body = main if key[2] else pages.layout(ctx, title, main, before, refresh)
         if len(self.cache) >= CACHE_MAX:
             self.cache.clear()
-        self.cache[key] = (time.monotonic(), body)
+        self.cache[key] = (self.src.live(), body)
         return web.Response(text=body, content_type="text/html")
 
     async def _simple(self, request: web.Request, title_key: str, render: Any) -> web.Response:
@@ -167,7 +173,8 @@ class WebServer:
         key, hit = self._cached(request, ctx.lang)
         if hit is not None:
             return web.Response(text=hit, content_type="text/html")
-        return self._respond(key, ctx, ctx.t(title_key), render(ctx))
+        refresh = 1 if title_key == "alarms" else 2
+        return self._respond(key, ctx, ctx.t(title_key), render(ctx), refresh=refresh)
 
     async def _overview(self, request: web.Request) -> web.Response:
         return await self._simple(request, "overview", pages.overview)
@@ -198,7 +205,7 @@ class WebServer:
             return web.Response(text=hit, content_type="text/html")
         before, main = got
         return self._respond(
-            key, ctx, f"{ctx.t('trend')} {ctx.device_name(dev)} {pkey}", main, before
+            key, ctx, f"{ctx.t('trend')}: {ctx.device_name(dev)} {pkey}", main, before=before
         )
 
     async def _journal_page(self, request: web.Request) -> web.Response:
@@ -219,7 +226,9 @@ class WebServer:
         ][:JOURNAL_LIMIT]
         key, _ = self._cached(request, ctx.lang)
         main = pages.journal(ctx, picked, verify, JOURNAL_LIMIT)
-        return self._respond(key, ctx, ctx.t("journal"), main, pages.journal_form(ctx, KINDS))
+        return self._respond(
+            key, ctx, ctx.t("journal"), main, before=pages.journal_form(ctx, KINDS)
+        )
 
     async def _journal_data(self) -> tuple[list[dict[str, Any]], Any]:
         """Every journal record and the chain check, re-read only when a file changed."""

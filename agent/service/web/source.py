@@ -13,13 +13,13 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent import __version__
-from agent.core.model import AgentConfig, Frame
+from agent.core.model import AgentConfig, AlarmEvent, Frame
 from agent.store.history import History
 
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ class WebSource(Protocol):
 class _BusTiming:
     last_mono: float = math.nan
     interval: float = math.nan  # smoothed seconds between frames
-    read_span: float = math.nan  # seconds between the first and the last read of a cycle
 
 
 class AgentFeed:
@@ -75,6 +74,8 @@ class AgentFeed:
         self._live_at = -math.inf
         self._outbox: dict[str, Any] = {}
         self._task: asyncio.Task[None] | None = None
+        # alarm id -> the raise/escalate event behind its current level (bounded by the alarms)
+        self.raised: dict[str, AlarmEvent] = {}
 
     @property
     def cfg(self) -> AgentConfig:
@@ -98,8 +99,13 @@ class AgentFeed:
             gap = now - tm.last_mono
             tm.interval = gap if math.isnan(tm.interval) else 0.8 * tm.interval + 0.2 * gap
         tm.last_mono = now
-        if len(frame):
-            tm.read_span = float(frame.ts.max() - frame.ts.min())
+
+    def note(self, events: Sequence[AlarmEvent]) -> None:
+        for ev in events:
+            if ev.transition in ("raise", "escalate", "deescalate"):
+                self.raised[ev.alarm_id] = ev
+            elif ev.transition == "clear":
+                self.raised.pop(ev.alarm_id, None)
 
     def start(self, tg: asyncio.TaskGroup) -> None:
         self._task = tg.create_task(self._outbox_loop(), name="web:outbox-stats")
@@ -134,13 +140,13 @@ class AgentFeed:
         buses = ops.tracker.buses(agent.pollers)
         for bus in buses:
             tm = self.timing.get(bus["name"], _BusTiming())
-            bus["interval"], bus["read_span"] = _num(tm.interval), _num(tm.read_span)
+            bus["interval"] = _num(tm.interval)
         return {
             "now": time.time(),
             "agent": {"version": __version__, "started": ops.started_wall},
             "clock": ops.clock.snapshot(),
             "buses": buses,
-            "alarms": [_alarm(a) for a in agent.engine.active()],
+            "alarms": [_alarm(a, self.raised.get(a.alarm_id)) for a in agent.engine.active()],
             "uplinks": self._uplinks(),
         }
 
@@ -178,7 +184,9 @@ def _num(v: float) -> float | None:
     return None if math.isnan(v) else v
 
 
-def _alarm(a: Any) -> dict[str, Any]:
+def _alarm(a: Any, ev: AlarmEvent | None) -> dict[str, Any]:
+    """An active alarm; quantity and threshold from its event when known (a rate alarm's
+    quantity is the rate, not the reading), else the engine's current view."""
     return {
         "alarm_id": a.alarm_id,
         "device": a.device,
@@ -187,9 +195,9 @@ def _alarm(a: Any) -> dict[str, Any]:
         "direction": a.direction,
         "level": a.level,
         "since": _num(a.since),
-        "value": _num(a.value),
-        "threshold": _num(a.threshold),
-        "unit": a.unit,
+        "value": _num(a.value if ev is None else ev.value),
+        "threshold": _num(a.threshold if ev is None else ev.threshold),
+        "unit": a.unit if ev is None else ev.unit,
         "acked": a.acked,
         "shelved_until": a.shelved_until,
     }
