@@ -63,10 +63,8 @@ class History:
         self.buckets = np.lib.format.open_memmap(
             directory / "history.i8.npy", mode=mode, dtype=np.int64, shape=(self.size,)
         )
-        if fresh:
+        if fresh:  # slots are cleared when first used: pages are touched only as time passes
             self.buckets[:] = -1
-            self.values[:] = np.nan
-            self.values.flush()
             self.buckets.flush()
             (directory / "history.json").write_bytes(orjson.dumps(meta))
         self.value = np.full(n, np.nan)  # latest reading per point (NaN when bad)

@@ -107,7 +107,7 @@ def test_status_page_follows_the_smoulder(
         port,
     ):
         cfg = scenario_config(tmp_path, port, broker.port)
-        web_config(cfg)
+        web_config(cfg, allow_ack=True)
         agent = start_agent(cfg, tmp_path / "agent.log")
         try:
             url = agent.wait_log(r"status page on (http://\S+)").group(1)
@@ -145,6 +145,18 @@ def _walk_pages(d: webdriver.Chrome, url: str, c: Collector) -> None:
     row = d.find_element(By.CSS_SELECTOR, 'tr.lv-alarm[data-kind="threshold"]')
     assert "70.00" in row.text  # the rule's threshold, from the event
     shot(d, "alarms")
+    row.find_element(By.NAME, "by").send_keys("Li Wei")
+    row.find_element(By.CSS_SELECTOR, 'button[value="ack"]').click()  # the CLI's operator path
+    wait_for(
+        lambda: any(
+            r["transition"] == "ack" and r.get("by") == "Li Wei" and r["kind"] == "threshold"
+            for r in c.alarm_records()
+        ),
+        10,
+        "the acknowledgement at the broker",
+    )
+    ack_cell = 'tr.lv-alarm[data-kind="threshold"] td:nth-child(8)'
+    wait_page(d, lambda d: d.find_element(By.CSS_SELECTOR, ack_cell).text == "yes", 5, "acked")
 
     d.get(url + "trend/DC-1/hopper_temp?h=1")
     line = d.find_element(By.CSS_SELECTOR, "svg.trend polyline.last")
@@ -212,6 +224,13 @@ def test_accept_language_picks_chinese_and_a_lan_bind_needs_the_token(tmp_path: 
             assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
         assert "总览" in body and "<script>window" not in body
         assert "&lt;script&gt;window.pwned=1&lt;/script&gt;2号" in body
+        post = urllib.request.Request(
+            base + "alarms/action", data=b"action=ack", headers=req.headers, method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as no_write:  # allow_ack is off
+            urllib.request.urlopen(post, timeout=5)
+        assert no_write.value.code in (404, 405)
+        no_write.value.close()
     finally:
         assert agent.stop() == 0, agent.text()[-3000:]
     assert (tmp_path / "state" / "history" / "history.json").exists()

@@ -205,25 +205,29 @@ def alarms(ctx: Ctx) -> str:
             f"<td>{esc(ctx.device_name(a['device']))}</td><td>{esc(pname)}</td>"
             f"<td>{esc(a['kind'])} {esc(a['direction'])}</td><td>{when(a['since'])}</td>"
             f"<td>{num(a['value'])} {esc(a['unit'])}</td><td>{num(a['threshold'])}</td>"
-            f"<td>{esc(ctx.t('yes' if a['acked'] else 'no'))}</td><td>{esc(shelf)}</td></tr>"
+            f"<td>{esc(ctx.t('yes' if a['acked'] else 'no'))}</td><td>{esc(shelf)}</td>"
+            + (_action_form(ctx, a) if ctx.src.cfg.web.allow_ack else "")
+            + "</tr>"
         )
     if not rows:
         return f'<p class="empty">{esc(ctx.t("none_active"))}</p>'
-    head = "".join(
-        f"<th>{esc(ctx.t(k))}</th>"
-        for k in (
-            "level",
-            "device",
-            "point",
-            "kind",
-            "since",
-            "quantity",
-            "threshold",
-            "acked",
-            "shelved",
-        )
-    )
+    keys = ["level", "device", "point", "kind", "since", "quantity", "threshold", "acked"]
+    keys += ["shelved", "action"] if ctx.src.cfg.web.allow_ack else ["shelved"]
+    head = "".join(f"<th>{esc(ctx.t(k))}</th>" for k in keys)
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _action_form(ctx: Ctx, a: Mapping[str, Any]) -> str:
+    """Acknowledge / shelve buttons ([web] allow_ack): a plain form, the name is required."""
+    hours = "".join(f'<option value="{h}">{h} h</option>' for h in (1, 8, 24))
+    return (
+        '<td><form class="act" method="post" action="/alarms/action">'
+        f'<input type="hidden" name="alarm_id" value="{esc(a["alarm_id"])}">'
+        f'<input name="by" required maxlength="64" placeholder="{esc(ctx.t("by"))}">'
+        f'<button name="action" value="ack">{esc(ctx.t("ack"))}</button>'
+        f'<select name="hours">{hours}</select>'
+        f'<button name="action" value="shelve">{esc(ctx.t("shelve"))}</button></form></td>'
+    )
 
 
 def journal_form(ctx: Ctx, kinds: Sequence[str]) -> str:

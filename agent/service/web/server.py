@@ -37,7 +37,7 @@ CSP = (
 HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make form POSTs send Origin: null
     "X-Frame-Options": "DENY",
 }
 CACHE_MAX = 128
@@ -74,6 +74,8 @@ class WebServer:
         app.router.add_get("/uplinks", self._uplinks)
         app.router.add_get("/api/live", self._api_live)
         app.router.add_get("/static/{name}", self._static)
+        if self.spec.allow_ack:  # no write endpoint unless the config asks for one
+            app.router.add_post("/alarms/action", self._action)
         return app
 
     async def start(self) -> str:
@@ -242,6 +244,12 @@ class WebServer:
             records, verify = await asyncio.to_thread(load)
             self._journal = (sig, records, verify)
         return self._journal[1], self._journal[2]
+
+    async def _action(self, request: web.Request) -> web.StreamResponse:
+        from agent.service.web import actions
+
+        self.cache.clear()
+        return await actions.handle(self.src, request)
 
     async def _api_live(self, request: web.Request) -> web.Response:
         body = orjson.dumps(self.src.live(), option=orjson.OPT_SERIALIZE_NUMPY)

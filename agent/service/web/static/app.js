@@ -9,6 +9,9 @@
   let busy = false;
   async function refresh() {
     if (busy || document.hidden) return;
+    // never replace a form someone is filling in (acknowledge / shelve)
+    const active = document.activeElement;
+    if (active && main.contains(active) && active.tagName !== "A") return;
     busy = true;
     try {
       const r = await fetch(location.pathname + location.search, {
