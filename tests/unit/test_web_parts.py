@@ -84,3 +84,19 @@ def test_a_lan_bind_needs_a_token_file(tmp_path: Path) -> None:
     token.chmod(0o600)
     spec = web_spec(RawWeb(enabled=True, bind="0.0.0.0", token_file="token"), [], cfg)
     assert spec.token == "x" * 20 and "x" * 20 not in repr(spec)
+
+
+def test_the_demo_moves_the_page_off_a_taken_port() -> None:
+    import socket
+
+    from firmware_sim.demo import status_page_url
+
+    assert status_page_url({"web": {"enabled": False}}) is None
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg: dict[str, object] = {"web": {"enabled": True, "bind": "127.0.0.1", "port": port}}
+        url = status_page_url(cfg)
+    assert url is not None and url.startswith("http://127.0.0.1:")
+    assert url != f"http://127.0.0.1:{port}/" and url.endswith(f":{cfg['web']['port']}/")  # type: ignore[index]

@@ -62,6 +62,10 @@ class AgentFeed:
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
+        # The page keeps the points it started with (history columns follow them); a reload
+        # that changes the points shows on the page after the next restart.
+        self._cfg = agent.cfg
+        self._seen, self._same = agent.cfg.points, True
         spec = agent.cfg.web
         self.history = History(
             agent.cfg.storage.dir / "history",
@@ -79,7 +83,7 @@ class AgentFeed:
 
     @property
     def cfg(self) -> AgentConfig:
-        return self.agent.cfg
+        return self._cfg
 
     @property
     def journal_dir(self) -> Path:
@@ -90,7 +94,7 @@ class AgentFeed:
         return self.agent.cfg.storage.dir
 
     def observe(self, frame: Frame) -> None:
-        if len(self.history.value) != len(self.agent.cfg.points):
+        if not self._same_points():
             return  # a reload changed the points: the page shows them after a restart
         self.history.observe(frame)
         tm = self.timing.setdefault(frame.bus, _BusTiming())
@@ -106,6 +110,14 @@ class AgentFeed:
                 self.raised[ev.alarm_id] = ev
             elif ev.transition == "clear":
                 self.raised.pop(ev.alarm_id, None)
+
+    def _same_points(self) -> bool:
+        """False once a reload changed the point list (checked once per reload, not per frame)."""
+        pts = self.agent.cfg.points
+        if pts is not self._seen:
+            self._seen = pts
+            self._same = [p.code for p in pts] == [p.code for p in self._cfg.points]
+        return self._same
 
     def start(self, tg: asyncio.TaskGroup) -> None:
         self._task = tg.create_task(self._outbox_loop(), name="web:outbox-stats")
