@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from agent.core.model import PointSpec, Quality
+from agent.core.model import AgentConfig, PointSpec, Quality
 from agent.service.web.i18n import Lang, t
 from agent.service.web.source import WebSource
 from agent.service.web.svg import trend_svg
@@ -40,9 +40,9 @@ class Ctx:
 
     def device_name(self, device: str) -> str:
         if self.lang == "zh":
-            zh = dict(self.src.cfg.web.device_names_zh).get(device)
-            if zh:
-                return f"{zh} ({device})"
+            for name, zh in self.src.cfg.web.device_names_zh:
+                if name == device:
+                    return f"{zh} ({device})"
         return device
 
     def point_name(self, p: PointSpec) -> str:
@@ -83,7 +83,8 @@ def layout(ctx: Ctx, title: str, main: str, before: str = "", refresh: int = 2) 
     )
     other: Lang = "en" if ctx.lang == "zh" else "zh"
     name = "English" if other == "en" else "中文"
-    switch = f'<a id="lang" href="?{urlencode({"lang": other})}">{name}</a>'
+    query = urlencode({**ctx.query, "lang": other})
+    switch = f'<a id="lang" href="?{esc(query)}">{name}</a>'
     site = esc(cfg.site.name or cfg.site.enterprise_code)
     return (
         f'<!doctype html><html lang="{"zh-CN" if ctx.lang == "zh" else "en"}"><head>'
@@ -98,17 +99,42 @@ def layout(ctx: Ctx, title: str, main: str, before: str = "", refresh: int = 2) 
     )
 
 
+@dataclass(frozen=True)
+class _Index:
+    """Per-config lookups built once: points by device, escaped overview fragments."""
+
+    cfg: AgentConfig
+    by_device: dict[str, list[PointSpec]]
+    spans: dict[tuple[Lang, int], tuple[str, str]]  # (lang, point) -> text around the value
+
+
+_INDEX: list[_Index] = []
+
+
+def _index(ctx: Ctx) -> _Index:
+    cfg = ctx.src.cfg
+    if not _INDEX or _INDEX[0].cfg is not cfg:
+        by_device: dict[str, list[PointSpec]] = {}
+        for p in cfg.points:
+            by_device.setdefault(p.device, []).append(p)
+        _INDEX[:] = [_Index(cfg, by_device, {})]
+    return _INDEX[0]
+
+
 def _points_of(ctx: Ctx, device: str) -> list[PointSpec]:
-    return [p for p in ctx.src.cfg.points if p.device == device]
+    return _index(ctx).by_device.get(device, [])
 
 
 def _value_span(ctx: Ctx, p: PointSpec) -> str:
-    v = float(ctx.src.history.value[p.index])
-    return (
-        f'<span class="pv" data-point="{esc(p.device)}.{esc(p.key)}">'
-        f'<span class="pn">{esc(ctx.point_name(p))}</span> '
-        f'<b class="v">{num(v)}</b> {esc(p.unit)}</span>'
-    )
+    spans = _index(ctx).spans
+    around = spans.get((ctx.lang, p.index))
+    if around is None:
+        around = spans[(ctx.lang, p.index)] = (
+            f'<span class="pv" data-point="{esc(p.device)}.{esc(p.key)}">'
+            f'<span class="pn">{esc(ctx.point_name(p))}</span> <b class="v">',
+            f"</b> {esc(p.unit)}</span>",
+        )
+    return f"{around[0]}{num(float(ctx.src.history.value[p.index]))}{around[1]}"
 
 
 def overview(ctx: Ctx) -> str:

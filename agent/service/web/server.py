@@ -104,14 +104,14 @@ class WebServer:
         if token is not None:
             given = request.query.get("token")
             if given is not None and hmac.compare_digest(given, token):
-                resp: web.StreamResponse = web.HTTPSeeOther(request.path)
+                resp: web.StreamResponse = web.HTTPSeeOther(_without(request, "token"))
                 resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")
                 return self._secure(resp)
             if not self._authorised(request, token):
                 lang = self._lang(request)
                 return self._secure(web.Response(status=401, text=t(lang, "token_required")))
         if request.query.get("lang") in LANGS:
-            resp = web.HTTPSeeOther(request.path)
+            resp = web.HTTPSeeOther(_without(request, "lang"))
             resp.set_cookie(LANG_COOKIE, request.query["lang"], samesite="Strict")
             return self._secure(resp)
         try:
@@ -262,6 +262,11 @@ class WebServer:
         resp = web.Response(body=self.static[name], content_type=STATIC[name])
         resp.headers["Cache-Control"] = "max-age=3600"
         return resp
+
+
+def _without(request: web.Request, key: str) -> str:
+    """This request's path and query without `key` (where a token or language link leads)."""
+    return str(request.rel_url.without_query_params(key))
 
 
 def _signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
