@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_SECONDS ?= 90
 PYTEST_ARGS ?=
 
-.PHONY: demo test check bench bench-e2e bench-drain bench-bus system-deps venv clean install
+.PHONY: demo test check bench bench-e2e bench-drain bench-bus bench-web system-deps venv clean install
 
 system-deps:
 	@scripts/setup-system.sh
@@ -43,6 +43,9 @@ bench-drain: venv
 
 bench-bus: venv
 	@$(BIN)/python bench/bus.py
+
+bench-web: venv
+	@$(BIN)/python bench/web.py
 
 # Install as a systemd service on this machine (as root): docs/operations.md.
 install:
