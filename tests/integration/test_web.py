@@ -112,6 +112,11 @@ def test_status_page_follows_the_smoulder(
         try:
             url = agent.wait_log(r"status page on (http://\S+)").group(1)
             _walk_pages(browser, url, c)
+            rebound = urllib.request.Request(url, headers={"Host": "attacker.example:80"})
+            with pytest.raises(urllib.error.HTTPError) as refused:  # DNS rebinding
+                urllib.request.urlopen(rebound, timeout=5)
+            assert refused.value.code == 403
+            refused.value.close()
         finally:
             assert agent.stop() == 0, agent.text()[-3000:]
             c.stop()

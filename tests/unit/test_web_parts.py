@@ -100,3 +100,12 @@ def test_the_demo_moves_the_page_off_a_taken_port() -> None:
         url = status_page_url(cfg)
     assert url is not None and url.startswith("http://127.0.0.1:")
     assert url != f"http://127.0.0.1:{port}/" and url.endswith(f":{cfg['web']['port']}/")  # type: ignore[index]
+
+
+def test_loopback_host_header() -> None:
+    from agent.service.web.server import _loopback_host
+
+    for ok in ("127.0.0.1:8080", "localhost:8080", "[::1]:8080", "127.0.0.1", "localhost"):
+        assert _loopback_host(ok), ok
+    for bad in ("attacker.example", "attacker.example:8080", "10.0.0.5:8080", "[fe80::1]:80"):
+        assert not _loopback_host(bad), bad

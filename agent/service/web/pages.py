@@ -7,7 +7,7 @@ import html
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -33,7 +33,6 @@ class Ctx:
     lang: Lang
     path: str
     query: Mapping[str, str]
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def t(self, key: str) -> str:
         return t(self.lang, key)

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from agent.core.webspec import WebSpec
+from agent.core.webspec import WebSpec, is_loopback
 from agent.service.web import pages
 from agent.service.web.i18n import LANGS, Lang, negotiate, t
 from agent.service.web.source import WebSource
@@ -101,6 +101,9 @@ class WebServer:
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
         token = self.spec.token
+        if token is None and not _loopback_host(request.host):
+            # DNS rebinding: a web site's name pointed at 127.0.0.1 must not read the page
+            return self._secure(web.Response(status=403, text="loopback host names only"))
         if token is not None:
             given = request.query.get("token")
             if given is not None and hmac.compare_digest(given, token):
@@ -262,6 +265,14 @@ class WebServer:
         resp = web.Response(body=self.static[name], content_type=STATIC[name])
         resp.headers["Cache-Control"] = "max-age=3600"
         return resp
+
+
+def _loopback_host(host: str) -> bool:
+    """The Host header names a loopback address (with or without a port)."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.endswith("]") else host
+    if host.startswith("[") and "]" in host:
+        name = host[1 : host.index("]")]
+    return is_loopback(name)
 
 
 def _without(request: web.Request, key: str) -> str:
