@@ -3,7 +3,7 @@
 With `[web] enabled = false` (the default) the hook does nothing and aiohttp is never
 imported. Enabled, it keeps the trend history (agent.store.history), feeds the page's
 `WebSource` (source.py) and runs the aiohttp server (server.py) as one task in the agent's
-TaskGroup. Pages: pages.py; plots: svg.py; labels: i18n.py; static/app.js and app.css.
+TaskGroup. Pages: pages.py; plots: svg.py; labels: i18n.py; assets: app.js, app.css.
 """
 
 from __future__ import annotations

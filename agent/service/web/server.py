@@ -58,7 +58,7 @@ class WebServer:
         self.cache: dict[tuple[str, str, bool], tuple[object, str]] = {}
         self._journal: tuple[object, list[dict[str, Any]], Any] | None = None
         self.static = {
-            name: resources.files("agent.service.web").joinpath("static", name).read_bytes()
+            name: resources.files("agent.service.web").joinpath(name).read_bytes()
             for name in STATIC
         }
         self.runner: web.AppRunner | None = None
