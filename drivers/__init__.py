@@ -8,8 +8,9 @@ Exception tree (every driver raises only these, translated once at the boundary)
      ├── SourceFrameError(SourceError)                 bytes but no valid reply (CRC, noise)
      └── SourceLinkError(SourceError, ConnectionError) socket/port not open or lost
 
-Drivers by bus type: `drivers.registry.make_source(bus)`; TCP in modbus_tcp, RTU on a serial
-port and RTU over TCP in modbus_rtu (framing in rtu_frame, byte lines in line).
+Drivers by bus type: `drivers.registry.make_source(bus)`; each driver registers a DriverEntry
+(drivers.base; docs/extending.md). The Modbus entries are in modbus: TCP in modbus_tcp, RTU on
+a serial port and RTU over TCP in modbus_rtu (framing in rtu_frame, byte lines in line).
 """
 
 from drivers.base import (

@@ -1,9 +1,12 @@
-"""The driver contract: a Source reads planned register blocks and raises its own errors."""
+"""The driver contract: a Source reads planned register blocks and raises its own errors; a
+DriverEntry describes a driver to the registry (drivers.registry): its bus type, how it checks
+a bus's address keys, how it builds its Source, and its request-time estimate."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -98,3 +101,95 @@ class Source(Protocol):
 
     @property
     def connected(self) -> bool: ...
+
+
+# -- the registry entry of a driver ---------------------------------------------------------
+
+
+class BusSettings(Protocol):
+    """What a driver may read of a bus (agent.core.model.BusSpec has these fields)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def retries(self) -> int: ...
+    @property
+    def serial_port(self) -> str: ...
+    @property
+    def baud(self) -> int | None: ...
+    @property
+    def parity(self) -> Literal["N", "E", "O"]: ...
+    @property
+    def bytesize(self) -> int: ...
+    @property
+    def stopbits(self) -> int: ...
+    @property
+    def turnaround(self) -> float | None: ...
+    @property
+    def late_guard(self) -> float | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BusFields:
+    """The address keys of one [[buses]] entry as written (None: not set)."""
+
+    type: str
+    host: str | None
+    port: int | str
+    baud: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class BusAddress:
+    """Where a bus is, once its driver checked the address keys."""
+
+    host: str = ""
+    port: int = 0  # TCP port
+    serial_port: str = ""  # serial device path
+
+
+class BusConfigError(ValueError):
+    """A bus's keys do not suit its driver; `key` names the offending key of the bus entry."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class DriverEntry:
+    """One field-bus driver, picked by the bus `type` in the config. Contract:
+
+    - `address(fields)` checks the bus's address keys and returns the address, or raises
+      BusConfigError (the config loader adds the file and `buses[i].<key>`);
+    - `make(bus)` builds the bus's Source (not yet connected) from a validated bus;
+    - `request_s(bus, block)` estimates one healthy request (`dust-agent check` sums them);
+    - `endpoint(bus)` names the bus's link in one line ("modbus tcp 10.0.0.5:502");
+    - `basis(bus)` says what the estimate assumes ("~5 ms assumed round trip per request").
+    """
+
+    name: str
+    make: Callable[[BusSettings], Source]
+    address: Callable[[BusFields], BusAddress]
+    request_s: Callable[[BusSettings, Block], float]
+    endpoint: Callable[[BusSettings], str]
+    basis: Callable[[BusSettings], str]
+    summary: str = ""  # one line for `dust-agent` messages and the docs
+
+
+def tcp_address(fields: BusFields) -> BusAddress:
+    """The address check of a driver on TCP: `host` and a TCP `port`, no serial keys."""
+    if not fields.host:
+        raise BusConfigError("host", f"a {fields.type} bus needs host (the address)")
+    port = fields.port
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise BusConfigError("port", f"a {fields.type} bus needs a TCP port 1..65535, got {port!r}")
+    return BusAddress(host=fields.host, port=port)

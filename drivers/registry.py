@@ -1,111 +1,60 @@
-"""Drivers by bus type: `make_source(bus)` builds the Source for a bus's settings."""
+"""Drivers by bus type: a driver registers one DriverEntry (drivers.base) under the bus
+`type` the config names; `make_source(bus)` builds the Source of a validated bus.
+
+Adding a driver (docs/extending.md): its module, with its DriverEntry, and one
+`register(...)` line below. The config loader checks bus types and address keys through
+`driver(type)`, `dust-agent check` estimates cycle times through it, and the supervisor
+builds every bus's Source with `make_source`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal, Protocol
+import difflib
 
-from drivers.base import Source
-from drivers.line import SerialLine, TcpLine
-from drivers.modbus_rtu import ModbusRtuSource
-from drivers.modbus_tcp import ModbusTcpSource
-from drivers.rtu_frame import LineTiming
+from drivers import modbus
+from drivers.base import BusSettings, DriverEntry, Source
+
+_DRIVERS: dict[str, DriverEntry] = {}
 
 
-class BusSettings(Protocol):
-    """What a driver needs of a bus (agent.core.model.BusSpec has these fields)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def type(self) -> str: ...
-    @property
-    def host(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def timeout(self) -> float: ...
-    @property
-    def retries(self) -> int: ...
-    @property
-    def serial_port(self) -> str: ...
-    @property
-    def baud(self) -> int | None: ...
-    @property
-    def parity(self) -> Literal["N", "E", "O"]: ...
-    @property
-    def bytesize(self) -> int: ...
-    @property
-    def stopbits(self) -> int: ...
-    @property
-    def turnaround(self) -> float | None: ...
-    @property
-    def late_guard(self) -> float | None: ...
+def register(entry: DriverEntry) -> DriverEntry:
+    """Add a driver under its bus type; the type must be new."""
+    if entry.name in _DRIVERS:
+        raise ValueError(f"a driver for bus type {entry.name!r} is already registered")
+    _DRIVERS[entry.name] = entry
+    return entry
 
 
-def timing_of(bus: BusSettings) -> LineTiming | None:
-    if bus.baud is None:
-        return None
-    return LineTiming(bus.baud, bus.bytesize, bus.parity, bus.stopbits)
+def unregister(name: str) -> None:
+    """Remove a driver (tests)."""
+    del _DRIVERS[name]
 
 
-def _tcp(bus: BusSettings) -> Source:
-    return ModbusTcpSource(bus.host, bus.port, bus.timeout, bus.retries, bus.name)
+def names() -> tuple[str, ...]:
+    """The registered bus types, in registration order."""
+    return tuple(_DRIVERS)
 
 
-def _rtu(bus: BusSettings) -> Source:
-    timing = timing_of(bus)
-    assert timing is not None, "the config loader requires baud on rtu buses"
-    line = SerialLine(
-        bus.serial_port,
-        timing.baud,
-        bytesize=bus.bytesize,
-        parity=bus.parity,
-        stopbits=bus.stopbits,
-        name=f"serial port {bus.serial_port}",
-    )
-    return _rtu_source(bus, line, timing, physical=True)
-
-
-def _rtu_tcp(bus: BusSettings) -> Source:
-    line = TcpLine(
-        bus.host,
-        bus.port,
-        connect_timeout=max(bus.timeout, 1.0),
-        name=f"RTU over TCP {bus.host}:{bus.port}",
-    )
-    return _rtu_source(bus, line, timing_of(bus))
-
-
-def _rtu_source(
-    bus: BusSettings,
-    line: SerialLine | TcpLine,
-    timing: LineTiming | None,
-    *,
-    physical: bool = False,
-) -> Source:
-    return ModbusRtuSource(
-        line,
-        timeout=bus.timeout,
-        retries=bus.retries,
-        timing=timing,
-        turnaround=bus.turnaround,
-        late_guard=bus.late_guard,
-        name=bus.name,
-        physical=physical,
-    )
-
-
-DRIVERS: dict[str, Callable[[BusSettings], Source]] = {
-    "tcp": _tcp,
-    "rtu": _rtu,
-    "rtu_tcp": _rtu_tcp,
-}
+def driver(bus_type: str) -> DriverEntry:
+    """The driver of a bus type; KeyError with the known types (and a close match) if none."""
+    try:
+        return _DRIVERS[bus_type]
+    except KeyError:
+        hint = difflib.get_close_matches(bus_type, list(_DRIVERS), n=1)
+        advice = f" (did you mean '{hint[0]}'?)" if hint else ""
+        known = ", ".join(_DRIVERS)
+        msg = f"no driver for bus type '{bus_type}'{advice}; expected one of: {known}"
+        raise KeyError(msg) from None  # str() of a KeyError quotes it: callers show args[0]
 
 
 def make_source(bus: BusSettings) -> Source:
     try:
-        factory = DRIVERS[bus.type]
-    except KeyError:
-        raise ValueError(f"bus {bus.name!r}: no driver for type {bus.type!r}") from None
-    return factory(bus)
+        entry = driver(bus.type)
+    except KeyError as exc:
+        raise ValueError(f"bus {bus.name!r}: {exc.args[0]}") from None
+    return entry.make(bus)
+
+
+register(modbus.TCP)
+register(modbus.RTU)
+register(modbus.RTU_TCP)

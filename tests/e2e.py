@@ -121,7 +121,8 @@ class Proc:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
-                env={**os.environ, **(env or {})},
+                # a child that hangs can be made to print every thread's stack (see stop)
+                env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})},
                 start_new_session=True,
             )
 
@@ -146,9 +147,23 @@ class Proc:
         return found[0]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Signal the child and wait for its exit status. A child that does not exit in time is
+        made to dump every thread's stack (faulthandler on SIGABRT) and the test fails with it."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            raise AssertionError(
+                f"{self.args[0]} did not exit within {timeout} s of signal {sig}; its stacks:\n"
+                + self.text()[-6000:]
+            ) from None
 
 
 @contextmanager

@@ -8,12 +8,11 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 from drivers.base import Block, SourceError, SourceLinkError, SourceProtocolError
-from drivers.line import SerialLine, TcpLine
-from drivers.modbus_rtu import ModbusRtuSource
-from drivers.modbus_tcp import ModbusTcpSource
-from drivers.rtu_frame import LineTiming
+from drivers.registry import make_source
 
 
 def parse_units(text: str) -> list[int]:
@@ -56,20 +55,43 @@ def worst_case_s(args: argparse.Namespace, n_units: int) -> float:
     return n_units * timeout * (1 if args.host and not args.rtu else 2)
 
 
+@dataclass(frozen=True, slots=True)
+class ScanBus:
+    """The bus a scan reads (drivers.base.BusSettings), built from the command line."""
+
+    type: str
+    host: str = ""
+    port: int = 0
+    serial_port: str = ""
+    baud: int | None = None
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: int = 1
+    timeout: float = 0.2
+    name: str = "scan"
+    retries: int = 0
+    bytesize: int = 8
+    turnaround: float | None = None
+    late_guard: float | None = None
+
+
+def scan_bus(args: argparse.Namespace) -> ScanBus:
+    """--port: an rtu serial line; --host --rtu: rtu_tcp; --host: tcp (drivers.registry)."""
+    if args.port:
+        return ScanBus(
+            "rtu",
+            serial_port=args.port,
+            baud=args.baud,
+            parity=args.parity,
+            stopbits=args.stopbits,
+            timeout=args.timeout,
+        )
+    kind = "rtu_tcp" if args.rtu else "tcp"
+    return ScanBus(kind, host=args.host, port=args.tcp_port, timeout=args.timeout)
+
+
 async def scan(args: argparse.Namespace, units: Sequence[int], found: list[int]) -> None:
     """Probe `units` in order, appending those that answer to `found` (kept on interrupt)."""
-    source: ModbusRtuSource | ModbusTcpSource
-    if args.port:
-        timing = LineTiming(args.baud, 8, args.parity, args.stopbits)
-        line = SerialLine(args.port, args.baud, parity=args.parity, stopbits=args.stopbits)
-        source = ModbusRtuSource(
-            line, timeout=args.timeout, retries=0, timing=timing, physical=True, name="scan"
-        )
-    elif args.rtu:
-        tcp = TcpLine(args.host, args.tcp_port, connect_timeout=max(1.0, args.timeout))
-        source = ModbusRtuSource(tcp, timeout=args.timeout, retries=0, timing=None, name="scan")
-    else:
-        source = ModbusTcpSource(args.host, args.tcp_port, args.timeout, 0, "scan")
+    source = make_source(scan_bus(args))
     await source.connect()
     try:
         for unit in units:

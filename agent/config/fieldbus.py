@@ -1,4 +1,5 @@
-"""Field-bus config checks: bus settings per type (tcp, rtu, rtu_tcp) and point addressing."""
+"""Field-bus config checks: bus settings (the address keys by the bus type's registered driver,
+drivers.registry) and point addressing."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from msgspec import UNSET, UnsetType
 from agent.config.errors import ConfigError
 from agent.config.schema import RawBus, RawPoint
 from agent.core.model import REGISTER_WIDTH, BusSpec, PointSpec
+from drivers.base import BusAddress, BusConfigError, BusFields
+from drivers.registry import driver
 
 BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
@@ -17,35 +20,24 @@ def _opt(v: float | UnsetType) -> float | None:
     return None if isinstance(v, UnsetType) else float(v)
 
 
+def _address(b: RawBus, file: Path, at: str) -> BusAddress:
+    """The bus's driver (by its type) checks the address keys."""
+    try:
+        entry = driver(b.type)
+    except KeyError as exc:
+        raise ConfigError(file, f"{at}.type", exc.args[0]) from None
+    host = None if isinstance(b.host, UnsetType) else b.host
+    baud = None if isinstance(b.baud, UnsetType) else b.baud
+    try:
+        return entry.address(BusFields(b.type, host, b.port, baud))
+    except BusConfigError as exc:
+        raise ConfigError(file, f"{at}.{exc.key}", str(exc)) from None
+
+
 def bus_spec(b: RawBus, i: int, file: Path) -> BusSpec:
-    """Check one [[buses]] entry (by its type) and build its BusSpec."""
+    """Check one [[buses]] entry (its address through its driver) and build its BusSpec."""
     at = f"buses[{i}]"
-    host = "" if isinstance(b.host, UnsetType) else b.host
-    port, serial_port = 0, ""
-    if b.type == "rtu":
-        if not isinstance(b.port, str) or not b.port:
-            raise ConfigError(
-                file,
-                f"{at}.port",
-                "an rtu bus needs the serial device path, e.g. port = "
-                '"/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A10K1234-if00-port0" (stable '
-                "across replugs; `ls /dev/serial/by-id/` lists them) or /dev/ttyUSB0",
-            )
-        if b.host is not UNSET:
-            raise ConfigError(file, f"{at}.host", "an rtu bus has no host (it is a serial port)")
-        if isinstance(b.baud, UnsetType):
-            raise ConfigError(file, f"{at}.baud", "an rtu bus needs baud, e.g. baud = 9600")
-        serial_port = b.port
-    else:
-        if not host:
-            raise ConfigError(file, f"{at}.host", f"a {b.type} bus needs host (the address)")
-        if not isinstance(b.port, int) or not 1 <= b.port <= 65535:
-            raise ConfigError(
-                file, f"{at}.port", f"a {b.type} bus needs a TCP port 1..65535, got {b.port!r}"
-            )
-        port = b.port
-        if b.type == "tcp" and b.baud is not UNSET:
-            raise ConfigError(file, f"{at}.baud", "baud applies to rtu and rtu_tcp buses only")
+    address = _address(b, file, at)
     baud = None if isinstance(b.baud, UnsetType) else b.baud
     if baud is not None and baud not in BAUDS:
         raise ConfigError(
@@ -64,12 +56,12 @@ def bus_spec(b: RawBus, i: int, file: Path) -> BusSpec:
     return BusSpec(
         name=b.name,
         type=b.type,
-        host=host,
-        port=port,
+        host=address.host,
+        port=address.port,
         timeout=b.timeout,
         retries=b.retries,
         poll_interval=b.poll_interval,
-        serial_port=serial_port,
+        serial_port=address.serial_port,
         baud=baud,
         parity=b.parity,
         bytesize=b.bytesize,

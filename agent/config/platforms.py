@@ -1,4 +1,5 @@
-"""The [[platforms]] entries: codes, period, decimals, scd table, field mapping and secrets."""
+"""The [[platforms]] entries: codes, period, decimals, scd table, field mapping and secrets;
+what differs by profile comes from its registered ProfileEntry (agent.uplink.platforms.registry)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from agent.config.schema import RawFieldMap, RawPlatform
 from agent.config.secrets import SecretError, resolve
 from agent.core.model import PointSpec, SiteSpec
 from agent.core.platformspec import DEFAULT_SCD, FieldMap, PlatformSpec
-from agent.uplink.platforms import hebei
-from agent.uplink.platforms.crypto import DES_BYTES, SM4_BYTES, parse_key
+from agent.uplink.platforms.crypto import parse_key
 from agent.uplink.platforms.records import ALARM_FIELDS, TELEMETRY_FIELDS, template_names
+from agent.uplink.platforms.registry import ProfileEntry, profile
 
 MAX_PERIOD = 300.0  # Hebei V1.1: upload at least every 5 minutes
 MAX_LISTED = 20
@@ -140,8 +141,11 @@ def _checks(raw: RawPlatform, where: str, cfg_file: Path) -> None:
         ) from None
 
 
-def _keys(raw: RawPlatform, where: str, cfg_file: Path) -> tuple[bytes, bytes, str, str]:
-    size = DES_BYTES if raw.profile == "hebei_v1_1" else SM4_BYTES
+def _keys(
+    raw: RawPlatform, entry: ProfileEntry, where: str, cfg_file: Path
+) -> tuple[bytes, bytes, dict[str, str]]:
+    """The cipher key and IV (the profile's size), and the further credentials it needs."""
+    size = entry.key_bytes
     key_text = _secret(raw, "key", where, cfg_file)
     if key_text is None:
         raise ConfigError(cfg_file, f"{where}.key_file", "the platform's key is required")
@@ -152,17 +156,47 @@ def _keys(raw: RawPlatform, where: str, cfg_file: Path) -> tuple[bytes, bytes, s
     except ValueError as exc:
         which = "key" if "key" in str(exc) else "iv"
         raise ConfigError(cfg_file, f"{where}.{which}_file", str(exc)) from None
-    appid = appsecret = ""
-    if raw.profile == "mem":
-        for name in ("appid", "appsecret"):
-            value = _secret(raw, name, where, cfg_file)
-            if value is None:
-                raise ConfigError(cfg_file, f"{where}.{name}_file", f"the {name} is required")
-            if name == "appid":
-                appid = value
-            else:
-                appsecret = value
-    return key, iv, appid, appsecret
+    creds: dict[str, str] = {}
+    for name in entry.credentials:
+        value = _secret(raw, name, where, cfg_file)
+        if value is None:
+            raise ConfigError(cfg_file, f"{where}.{name}_file", f"the {name} is required")
+        creds[name] = value
+    return key, iv, creds
+
+
+def _entry(raw: RawPlatform, where: str, cfg_file: Path) -> ProfileEntry:
+    try:
+        return profile(raw.profile)
+    except KeyError as exc:
+        raise ConfigError(cfg_file, f"{where}.profile", exc.args[0]) from None
+
+
+def _field_maps(
+    raw: RawPlatform, entry: ProfileEntry, where: str, cfg_file: Path
+) -> tuple[FieldMap | None, FieldMap | None]:
+    """The profile's fixed field maps, or the installer's [platforms.telemetry] / [.alarm]."""
+    if entry.fields is not None:
+        for section in ("telemetry", "alarm"):
+            if not isinstance(getattr(raw, section), msgspec.UnsetType):
+                endpoints = ", ".join(fm.endpoint for fm in entry.fields)
+                raise ConfigError(
+                    cfg_file,
+                    f"{where}.{section}",
+                    f"{entry.name} has fixed fields ({endpoints})",
+                )
+        return entry.fields
+    telemetry = _field_map(raw.telemetry, TELEMETRY_FIELDS, f"{where}.telemetry", cfg_file)
+    alarm = _field_map(raw.alarm, ALARM_FIELDS, f"{where}.alarm", cfg_file)
+    if telemetry is None and alarm is None:
+        raise ConfigError(
+            cfg_file,
+            f"{where}.telemetry",
+            f"a {entry.name} platform needs [platforms.telemetry] and/or [platforms.alarm] "
+            "field mappings from the platform's interface document (docs/platforms.md; an "
+            "example: config/platforms/mem.example.toml)",
+        )
+    return telemetry, alarm
 
 
 def platform_spec(
@@ -174,31 +208,12 @@ def platform_spec(
         raise ConfigError(
             cfg_file, f"{where}.name", f"'{name}': use 1-32 letters, digits, _ or - (not 'mqtt')"
         )
+    entry = _entry(raw, where, cfg_file)
     _checks(raw, where, cfg_file)
-    if raw.profile == "hebei_v1_1":
-        for section in ("telemetry", "alarm"):
-            if not isinstance(getattr(raw, section), msgspec.UnsetType):
-                raise ConfigError(
-                    cfg_file,
-                    f"{where}.{section}",
-                    "hebei_v1_1 has fixed fields (rtsData, eventsData)",
-                )
-        telemetry: FieldMap | None = hebei.RTS
-        alarm: FieldMap | None = hebei.EVENTS
-    else:
-        telemetry = _field_map(raw.telemetry, TELEMETRY_FIELDS, f"{where}.telemetry", cfg_file)
-        alarm = _field_map(raw.alarm, ALARM_FIELDS, f"{where}.alarm", cfg_file)
-        if telemetry is None and alarm is None:
-            raise ConfigError(
-                cfg_file,
-                f"{where}.telemetry",
-                "a mem platform needs [platforms.telemetry] and/or [platforms.alarm] field "
-                "mappings from the platform's interface document (docs/platforms.md; an "
-                "example: config/platforms/mem.example.toml)",
-            )
+    telemetry, alarm = _field_maps(raw, entry, where, cfg_file)
     chosen = _selected(raw, points, where, cfg_file)
     _check_codes(chosen, name, where, cfg_file)
-    key, iv, appid, appsecret = _keys(raw, where, cfg_file)
+    key, iv, creds = _keys(raw, entry, where, cfg_file)
     enterprise = (
         site.enterprise_code
         if isinstance(raw.enterprise_code, msgspec.UnsetType)
@@ -210,12 +225,8 @@ def platform_spec(
     for key_name, value in (("enterprise_code", enterprise), ("gateway_code", gateway)):
         if not value.strip():
             raise ConfigError(cfg_file, f"{where}.{key_name}", "must not be empty")
-    upper = (
-        raw.profile == "hebei_v1_1"
-        if isinstance(raw.hex_upper, msgspec.UnsetType)
-        else raw.hex_upper
-    )
-    return PlatformSpec(
+    upper = entry.hex_upper if isinstance(raw.hex_upper, msgspec.UnsetType) else raw.hex_upper
+    spec = PlatformSpec(
         name=name,
         profile=raw.profile,
         url=raw.url.rstrip("/"),
@@ -230,8 +241,8 @@ def platform_spec(
         default_decimals=raw.decimals,
         period=raw.period,
         scd={**DEFAULT_SCD, **raw.scd},
-        appid=appid,
-        appsecret=appsecret,
+        appid=creds.get("appid", ""),
+        appsecret=creds.get("appsecret", ""),
         timezone=raw.timezone,
         timeout=raw.timeout,
         max_items=raw.max_items,
@@ -239,6 +250,10 @@ def platform_spec(
         backoff_cap=raw.backoff_cap,
         hex_upper=upper,
     )
+    problem = None if entry.check is None else entry.check(spec)
+    if problem is not None:
+        raise ConfigError(cfg_file, where, problem)
+    return spec
 
 
 def platform_specs(

@@ -16,6 +16,7 @@ from agent.config.errors import ConfigError
 from agent.config.schema import RawConfig, RawRule, RawRulesPack, field_names
 from agent.core.model import PointSpec, ThresholdRule
 from agent.core.rulespec import MAX_STATE, PointRules
+from agent.rules.registry import build_custom
 
 # Sensor kinds the agent knows (DOMAIN.md); a point's kind selects its default rules.
 KNOWN_KINDS: tuple[str, ...] = (
@@ -234,6 +235,10 @@ def point_rules_from(merged: dict[str, Any], file: Path, path: str, what: str) -
         raise ConfigError(  # minus = "off" disables the rule on purpose
             file, path, f"{what}: diff_warning / diff_alarm need minus (the point subtracted)"
         )
+    try:  # kinds registered with their own spec builder (agent.rules.registry)
+        kw["custom"] = build_custom(merged)
+    except ValueError as exc:
+        raise ConfigError(file, path, f"{what}: {exc}") from None
     return PointRules(**kw)
 
 

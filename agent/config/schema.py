@@ -79,7 +79,7 @@ class RawSite(_Strict):
 
 class RawBus(_Strict):
     name: str
-    type: Literal["tcp", "rtu", "rtu_tcp"] = "tcp"
+    type: str = "tcp"  # a registered driver (drivers.registry): tcp, rtu, rtu_tcp, ...
     host: str | UnsetType = UNSET  # tcp, rtu_tcp
     port: int | str = 502  # TCP port (tcp, rtu_tcp) or the serial device path (rtu)
     timeout: float = 1.0
@@ -188,7 +188,7 @@ class RawFieldMap(_Strict):
 class RawPlatform(_Strict):
     """A [[platforms]] entry: a provincial or ministry HTTP uplink (docs/platforms.md)."""
 
-    profile: Literal["hebei_v1_1", "mem"]
+    profile: str  # a registered platform profile (agent.uplink.platforms.registry)
     url: str
     name: str | UnsetType = UNSET  # default: the profile name
     enterprise_code: str | UnsetType = UNSET  # qybm; default: site.enterprise_code
@@ -261,7 +261,5 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "order": ("ABCD", "CDAB", "BADC", "DCBA"),
     "table": ("holding", "input", "coil", "discrete"),
     "read_mode": ("block", "point"),
-    "bus.type": ("tcp", "rtu", "rtu_tcp"),
     "bus.parity": ("N", "E", "O"),
-    "profile": ("hebei_v1_1", "mem"),
 }

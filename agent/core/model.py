@@ -37,7 +37,7 @@ REGISTER_WIDTH: dict[DataType, int] = {
     "int64": 4,
     "float64": 4,
 }
-BusType = Literal["tcp", "rtu", "rtu_tcp"]
+BusType = str  # a registered driver's name (drivers.registry): "tcp", "rtu", "rtu_tcp", ...
 Table = Literal["holding", "input", "coil", "discrete"]  # the four Modbus data tables
 ReadMode = Literal["block", "point"]
 
@@ -138,14 +138,6 @@ class BusSpec:
     quarantine_after: int = 3  # consecutive failed cycles before a device is quarantined
     quarantine_first: float = 5.0  # first retry interval of a quarantined device (seconds)
     quarantine_max: float = 60.0  # cap of the doubling retry interval
-
-    @property
-    def endpoint(self) -> str:
-        if self.type == "rtu":
-            frame = f"{self.bytesize}{self.parity}{self.stopbits}"
-            return f"modbus rtu {self.serial_port} {self.baud} baud {frame}"
-        kind = "rtu-over-tcp" if self.type == "rtu_tcp" else "tcp"
-        return f"modbus {kind} {self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)

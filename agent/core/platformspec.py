@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final
 
-Profile = Literal["hebei_v1_1", "mem"]
-PROFILES: Final[tuple[Profile, ...]] = ("hebei_v1_1", "mem")
+Profile = str  # a registered platform profile (agent.uplink.platforms.registry): hebei_v1_1, mem
 
 # Our (direction, level) → the platform's status code `scd`. Hebei V1.1 names 0 (clear) and
 # 4 (high-high); the rest is a graded guess until a province's table says otherwise:

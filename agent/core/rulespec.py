@@ -77,6 +77,15 @@ class PointRules:
     # Lifecycle.
     latch: bool = False  # a raised alarm stays until acknowledged, even after the condition
     chatter_count: int = 0  # transitions within 60 s that flag an alarm as chattering (0 = off)
+    # Kinds registered with a spec builder (agent.rules.registry): (kind name, its spec).
+    custom: tuple[tuple[str, object], ...] = ()
+
+    def custom_spec(self, kind: str) -> object | None:
+        """The spec a registered kind built for this point (None: the point does not use it)."""
+        for name, spec in self.custom:
+            if name == kind:
+                return spec
+        return None
 
     @property
     def enabled(self) -> bool:
@@ -99,7 +108,8 @@ class PointRules:
                 self.range_max,
             )
         ) or bool(
-            self.state_warning
+            self.custom
+            or self.state_warning
             or self.state_alarm
             or self.state_critical
             or (self.idle_states and self.when is not None)

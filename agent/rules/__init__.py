@@ -7,7 +7,10 @@ window.py     step drop within a window, event counts within a window (counter w
 state.py      discrete states, and states held while another point's gate is on
 quality.py    stale, frozen, out of range, 4-20 mA loop fault
 lifecycle.py  latching, acknowledgement, shelving, chattering, restart snapshot
-engine.py     RuleEngine: one vectorized step per frame over every kind
+registry.py   rule kinds by name: config keys, spec builder, evaluator (docs/extending.md)
+builtin.py    the built-in kinds' registrations, in evaluation order
+engine.py     RuleEngine: one vectorized step per frame over every registered kind
+alarms.py     the engine's alarm book: lifecycle, operator actions, active list, snapshot
 texts.py      Chinese and English alarm texts
 reference.py  the same semantics per point in plain Python (tests and bench)
 """

@@ -87,6 +87,7 @@ def rule_text(p: PointSpec, names: dict[int, str] | None = None) -> str:
         quality.append(f"range {lo}..{hi}" + (" 4-20mA" if q.loop_ma else ""))
     if quality:
         parts.append(", ".join(quality))
+    parts.extend(f"{name} {spec}" for name, spec in q.custom)  # registered kinds: repr
     if q.latch:
         parts.append("latching")
     return "; ".join(parts) if parts else "-"

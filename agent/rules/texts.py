@@ -6,6 +6,7 @@ import math
 import time
 
 from agent.core.model import AlarmEvent, Direction, Level, PointSpec, Transition
+from agent.rules import registry
 
 LEVELS: tuple[Level | None, Level, Level, Level] = (None, "warning", "alarm", "critical")
 LEVEL_WORDS: dict[int, tuple[str, str]] = {
@@ -28,6 +29,14 @@ KIND_WORDS: dict[str, tuple[str, str]] = {
     "range": ("超出量程", "out of range"),
     "loop": ("4-20mA回路故障", "4-20 mA loop fault"),
 }
+
+
+def kind_words(kind: str) -> tuple[str, str]:
+    """The (Chinese, English) name of an alarm kind: built-in, registered, or the kind itself."""
+    words = KIND_WORDS.get(kind)
+    if words is None:
+        words = registry.kind_words().get(kind, (kind, kind))
+    return words
 
 
 def transition_of(prev: int, new: int) -> Transition:
@@ -76,7 +85,7 @@ def _threshold_texts(
 def _kind_texts(
     spec: PointSpec, kind: str, prev: int, new: int, *, v: str, t: str
 ) -> tuple[str, str]:
-    zh_kind, en_kind = KIND_WORDS.get(kind, (kind, kind))
+    zh_kind, en_kind = kind_words(kind)
     zh_head, en_head = f"{spec.device} {spec.name_zh}", f"{spec.device} {spec.name_en}"
     transition = transition_of(prev, new)
     if kind in ("state", "idle"):
@@ -147,7 +156,7 @@ def operator_texts(
     spec: PointSpec, kind: str, action: Transition, by: str, until: float | None
 ) -> tuple[str, str]:
     """Texts of an operator action on an alarm: ack, shelve, unshelve."""
-    zh_kind, en_kind = KIND_WORDS.get(kind, (kind, kind))
+    zh_kind, en_kind = kind_words(kind)
     zh_head = f"{spec.device} {spec.name_zh} {zh_kind}"
     en_head = f"{spec.device} {spec.name_en} {en_kind}"
     if action == "ack":

@@ -24,7 +24,7 @@ from agent.service.systemd import Progress, Watchdog, sd_notify, watchdog_interv
 from agent.uplink.payload import encode_event
 
 if TYPE_CHECKING:
-    from agent.service.supervisor import Agent
+    from agent.service.host import AgentView
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def platform_mark(name: str) -> str:
 
 
 class Ops:
-    def __init__(self, agent: Agent, clock: ClockMonitor | None = None) -> None:
+    def __init__(self, agent: AgentView, clock: ClockMonitor | None = None) -> None:
         self.agent = agent
         self.clock = clock or ClockMonitor()
         self.progress = Progress()
@@ -215,7 +215,7 @@ class Ops:
         self.reloads = [*self.reloads, outcome][-5:]
 
 
-def _active_alarms(agent: Agent) -> list[dict[str, Any]]:
+def _active_alarms(agent: AgentView) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for a in agent.engine.active():
         out.append(

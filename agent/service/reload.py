@@ -34,7 +34,7 @@ from agent.source.plan import compile_config_plan
 from agent.uplink.payload import encode_event
 
 if TYPE_CHECKING:
-    from agent.service.supervisor import Agent
+    from agent.service.host import ReloadableAgent
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class StatefulEngine(Protocol):
     def import_state(self, state: dict[str, Any]) -> None: ...
 
 
-async def reload_config(agent: Agent) -> bool:
+async def reload_config(agent: ReloadableAgent) -> bool:
     old = agent.cfg
     started = time.monotonic()
     try:
@@ -107,7 +107,7 @@ async def reload_config(agent: Agent) -> bool:
     return True
 
 
-async def _rejected(agent: Agent, reason: str) -> None:
+async def _rejected(agent: ReloadableAgent, reason: str) -> None:
     log.error("config reload rejected, still running the previous config: %s", reason)
     data = {"file": str(agent.cfg.path), "error": reason}
     await agent.store.put([encode_event("config_rejected", data)])

@@ -12,10 +12,9 @@ import numpy.typing as npt
 from agent.core.model import AgentConfig, BusSpec, PointSpec
 from agent.source.decode import Decoder, DecodeSpec
 from drivers.base import BIT_TABLES, Block, Table, max_count
-from drivers.rtu_frame import TABLE_FC, LineTiming
+from drivers.registry import driver
 
-# Assumed figures for the cycle-time estimate printed by `dust-agent check`.
-TCP_ROUND_TRIP_S = 0.005  # one request/reply on a plant LAN, including the device's turnaround
+# Assumed for the cycle-time estimate printed by `dust-agent check` (requests: the drivers).
 DECODE_PER_POINT_S = 2e-6
 
 
@@ -149,26 +148,10 @@ def _frozen(a: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
     return a
 
 
-def line_timing(bus: BusSpec) -> LineTiming | None:
-    """The serial line's timing (rtu, and rtu_tcp when its baud is given)."""
-    if bus.type == "tcp" or bus.baud is None:
-        return None
-    return LineTiming(bus.baud, bus.bytesize, bus.parity, bus.stopbits)
-
-
 def request_s(bus: BusSpec, block: Block) -> float:
-    """Estimated time of one healthy request on `bus`.
-
-    On a serial line: request and reply wire time at the baud plus two 3.5-character gaps
-    (the turnaround, if longer, replaces one); RTU over TCP adds a LAN round trip.
-    """
-    timing = line_timing(bus)
-    if timing is None:
-        return TCP_ROUND_TRIP_S
-    t = timing.transaction_s(TABLE_FC[block.table], block.count)
-    if bus.turnaround is not None and bus.turnaround > timing.gap_s:
-        t += bus.turnaround - timing.gap_s
-    return t + (TCP_ROUND_TRIP_S if bus.type == "rtu_tcp" else 0.0)
+    """Estimated time of one healthy request on `bus`, by the bus's driver (registered
+    estimate, e.g. drivers.modbus: wire time at the baud, gaps, a LAN round trip)."""
+    return driver(bus.type).request_s(bus, block)
 
 
 def estimate_cycle_s(plan: BusPlan) -> float:
@@ -199,7 +182,7 @@ def format_plan(plans: Sequence[BusPlan], points: Sequence[PointSpec]) -> str:
 def _format_bus(plan: BusPlan, by_index: dict[int, PointSpec]) -> list[str]:
     bus = plan.bus
     lines = [
-        f"bus {bus.name!r}: {bus.endpoint}, "
+        f"bus {bus.name!r}: {driver(bus.type).endpoint(bus)}, "
         f"poll every {bus.poll_interval:g} s, timeout {bus.timeout:g} s, retries {bus.retries}"
     ]
     if not plan.blocks:
@@ -221,13 +204,7 @@ def _format_bus(plan: BusPlan, by_index: dict[int, PointSpec]) -> list[str]:
         f"  per cycle: {len(plan.blocks)} requests, {plan.buffer_size} registers, "
         f"{len(plan.point_index)} points"
     )
-    timing = line_timing(bus)
-    how = (
-        f"wire time at {timing.baud} baud, {timing.char_s * 1000:.3f} ms a character, "
-        f"3.5-character gaps of {timing.gap_s * 1000:.2f} ms"
-        if timing
-        else f"~{TCP_ROUND_TRIP_S * 1000:g} ms assumed round trip per request"
-    )
+    how = driver(bus.type).basis(bus)
     lines.append(
         f"  estimated cycle time: ~{est * 1000:.0f} ms ({len(plan.blocks)} requests; {how})"
     )

@@ -133,19 +133,6 @@ async def test_lease_keep_ack(tmp_path: Path) -> None:
     assert all_rows(path)["telemetry"] == [(5, 2), (7, 2)]
 
 
-async def test_wait_for_data(tmp_path: Path) -> None:
-    box = Outbox(tmp_path / "o.db", 10_000_000)
-    await box.open()
-    try:
-        assert await box.begin(10) is None
-        assert not await box.wait_for_data(0.02)
-        waiter = asyncio.create_task(box.wait_for_data(10))
-        await box.put([entry("alarm", 1)])
-        assert await waiter
-    finally:
-        await box.close()
-
-
 async def test_reopen_with_pending_rows_signals_data(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
     box = Outbox(path, 10_000_000)

@@ -9,6 +9,7 @@ Modules (each with its own docstring):
     http        the HTTP client (the only module importing httpx): an agent.uplink.contract.Uplink
     forwarder   drains one outbox consumer into one platform, in order per stream
     receiver    reference receivers (`dust-agent platform-rehearse`)
+    registry    profiles by name: envelope, key size, credentials, fields, uplink factory
 
 docs/platforms.md is the installer's guide.
 """

@@ -1,0 +1,307 @@
+"""The alarm book of the RuleEngine: per-alarm lifecycle (latch, acknowledgement, shelving,
+chattering), operator actions, the active list, and the restart snapshot."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.core.model import AlarmEvent, Direction, Level, PointSpec
+from agent.rules.base import Kind
+from agent.rules.lifecycle import AlarmState, chattering
+from agent.rules.rows import FloatArray
+from agent.rules.texts import LEVELS, make_event, operator_texts
+
+Int8Array = npt.NDArray[np.int8]
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveAlarm:
+    """An alarm whose published level is not normal."""
+
+    alarm_id: str
+    point: str  # platform point code
+    device: str
+    key: str
+    kind: str
+    direction: Direction
+    level: Level
+    since: float  # source ts of the raise (the step out of normal)
+    value: float  # latest reading of the point (NaN if that reading was bad)
+    threshold: float  # threshold of the current level
+    unit: str
+    acked: bool = False
+    shelved_until: float | None = None
+
+
+class AlarmLookupError(LookupError):
+    """An operator named an alarm id the engine does not know or that is not active."""
+
+
+class AlarmBook:
+    """The alarm states of a RuleEngine, keyed by alarm id (the engine's step fills it)."""
+
+    kinds: list[Kind]
+    _level: list[Int8Array]  # per kind: the level of each (slot, column)
+    _value: FloatArray  # latest reading of every point
+    _by_code: dict[str, int]
+    _suffix: dict[str, tuple[int, int]]  # alarm-id suffix -> (kind index, slot)
+    _states: dict[str, AlarmState]
+    _shelved: int  # how many entries have a shelf (skip the expiry scan when 0)
+
+    def _publish(
+        self,
+        kind: Kind,
+        s: int,
+        c: int,
+        computed: int,
+        *,
+        value: float,
+        thr: float,
+        unit: str,
+        ts: float,
+    ) -> AlarmEvent | None:
+        spec = kind.specs[c]
+        slot = kind.slots[s]
+        aid = f"{spec.code}:{slot.suffix}"
+        st = self._states.get(aid)
+        if st is None:
+            st = self._states[aid] = AlarmState()
+        if computed > st.computed:
+            st.acked = False  # a new raise or escalation needs a new acknowledgement
+        st.computed = computed
+        if spec.rules.latch:
+            st.held = max(st.held, computed)
+        eff = st.effective()
+        ev = None
+        if eff != st.published and st.shelved_until is None:
+            ev = self._event(
+                spec, kind, s, st.published, eff, value=value, thr=thr, unit=unit, ts=ts, st=st
+            )
+        if st.disposable():
+            del self._states[aid]
+        return ev
+
+    def _event(
+        self,
+        spec: PointSpec,
+        kind: Kind,
+        s: int,
+        prev: int,
+        new: int,
+        *,
+        value: float,
+        thr: float,
+        unit: str,
+        ts: float,
+        st: AlarmState,
+        extra: dict[str, object] | None = None,
+    ) -> AlarmEvent:
+        slot = kind.slots[s]
+        extra = dict(extra or {})
+        if chattering(st, ts, spec.rules.chatter_count):
+            extra["chattering"] = True
+        if st.held > st.computed:
+            extra["latched"] = True
+        if prev == 0:
+            st.since = ts
+        st.published = new
+        return make_event(
+            spec,
+            slot.direction,
+            prev,
+            new,
+            value=value,
+            threshold=thr,
+            ts=ts,
+            kind=slot.kind,
+            suffix=slot.suffix,
+            unit=unit,
+            extra=extra,
+        )
+
+    def _resolve(self, alarm_id: str) -> tuple[int, Kind, int, int]:
+        code, _, suffix = alarm_id.rpartition(":")
+        i = self._by_code.get(code)
+        found = self._suffix.get(suffix)
+        if i is not None and found is not None:
+            ki, s = found
+            kind = self.kinds[ki]
+            c = int(np.searchsorted(kind.points, i))
+            if c < len(kind) and kind.points[c] == i:
+                return ki, kind, s, c
+        raise AlarmLookupError(f"no alarm '{alarm_id}' in this config")
+
+    def _operator_event(
+        self, alarm_id: str, action: str, by: str, ts: float, extra: dict[str, object]
+    ) -> AlarmEvent:
+        _ki, kind, s, c = self._resolve(alarm_id)
+        spec, slot = kind.specs[c], kind.slots[s]
+        st = self._states.get(alarm_id) or AlarmState()
+        until = st.shelved_until
+        assert action in ("ack", "shelve", "unshelve")
+        zh, en = operator_texts(spec, slot.kind, action, by, until)  # type: ignore[arg-type]
+        level = LEVELS[st.published]
+        row = kind.row_for(s, st.published, c) if st.published else None
+        return AlarmEvent(
+            alarm_id=alarm_id,
+            point=spec.code,
+            device=spec.device,
+            key=spec.key,
+            direction=slot.direction,
+            transition=action,  # type: ignore[arg-type]
+            level=level,
+            prev_level=level,
+            value=float(self._value[spec.index]),
+            threshold=math.nan if row is None else float(kind.rows.on[row, c]),
+            unit=kind.unit_of_measure or spec.unit,
+            ts=ts,
+            text_zh=zh,
+            text_en=en,
+            kind=slot.kind,
+            extra={k: v for k, v in {"by": by, **extra}.items() if v not in (None, "")},
+        )
+
+    def ack(self, alarm_id: str, by: str, ts: float, note: str = "") -> list[AlarmEvent]:
+        """Acknowledge an active alarm: an `ack` event, then a clear if a latch held it."""
+        st = self._states.get(alarm_id)
+        if st is None or st.published == 0:
+            self._resolve(alarm_id)  # unknown id → its own message
+            raise AlarmLookupError(f"alarm '{alarm_id}' is not active")
+        st.acked = True
+        events = [self._operator_event(alarm_id, "ack", by, ts, {"note": note})]
+        st.held = 0
+        events += self._republish(alarm_id, st, ts)
+        return events
+
+    def shelve(
+        self, alarm_id: str, until: float, by: str, ts: float, note: str = ""
+    ) -> list[AlarmEvent]:
+        """Suppress an alarm's transitions until `until` (epoch s)."""
+        self._resolve(alarm_id)
+        st = self._states.setdefault(alarm_id, AlarmState())
+        if st.shelved_until is None:
+            self._shelved += 1
+        st.shelved_until = until
+        return [
+            self._operator_event(
+                alarm_id, "shelve", by, ts, {"until": round(until * 1000), "note": note}
+            )
+        ]
+
+    def unshelve(self, alarm_id: str, by: str, ts: float) -> list[AlarmEvent]:
+        st = self._states.get(alarm_id)
+        if st is None or st.shelved_until is None:
+            self._resolve(alarm_id)
+            raise AlarmLookupError(f"alarm '{alarm_id}' is not shelved")
+        events = [self._operator_event(alarm_id, "unshelve", by, ts, {})]
+        st.shelved_until = None
+        self._shelved -= 1
+        return events + self._republish(alarm_id, st, ts)
+
+    def _republish(self, alarm_id: str, st: AlarmState, ts: float) -> list[AlarmEvent]:
+        """After an operator action: publish the effective level if it differs."""
+        out: list[AlarmEvent] = []
+        eff = st.effective()
+        if eff != st.published and st.shelved_until is None:
+            _ki, kind, s, c = self._resolve(alarm_id)
+            lvl = st.published if eff == 0 else eff
+            row = kind.row_for(s, lvl, c)
+            x = float(self._value[kind.specs[c].index])
+            thr = math.nan if row is None else float(kind.rows.on[row, c])
+            value, _, unit = kind.describe(row or 0, c, x, x)
+            out.append(
+                self._event(
+                    kind.specs[c],
+                    kind,
+                    s,
+                    st.published,
+                    eff,
+                    value=value,
+                    thr=thr,
+                    unit=unit,
+                    ts=ts,
+                    st=st,
+                )
+            )
+        if st.disposable():
+            self._states.pop(alarm_id, None)
+        return out
+
+    def _expire(self, now: float) -> list[AlarmEvent]:
+        out: list[AlarmEvent] = []
+        for aid, st in list(self._states.items()):
+            if st.shelved_until is not None and st.shelved_until <= now:
+                out += self.unshelve(aid, "", now)
+        return out
+
+    # -- inspection and persistence ---------------------------------------------------------
+
+    def active(self) -> list[ActiveAlarm]:
+        """Every alarm whose published level is not normal, in point order."""
+        out: list[ActiveAlarm] = []
+        for aid, st in self._states.items():
+            level = LEVELS[st.published]
+            if level is None:
+                continue
+            _ki, kind, s, c = self._resolve(aid)
+            spec, slot = kind.specs[c], kind.slots[s]
+            row = kind.row_for(s, st.published, c)
+            out.append(
+                ActiveAlarm(
+                    alarm_id=aid,
+                    point=spec.code,
+                    device=spec.device,
+                    key=spec.key,
+                    kind=slot.kind,
+                    direction=slot.direction,
+                    level=level,
+                    since=st.since,
+                    value=float(self._value[spec.index]),
+                    threshold=math.nan if row is None else float(kind.rows.on[row, c]),
+                    unit=kind.unit_of_measure or spec.unit,
+                    acked=st.acked,
+                    shelved_until=st.shelved_until,
+                )
+            )
+        out.sort(key=lambda a: (self._by_code[a.point], a.alarm_id))
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        """The alarm state worth keeping across a restart (JSON-ready)."""
+        return {aid: st.to_json() for aid, st in self._states.items() if not st.idle()}
+
+    def restore(self, saved: dict[str, Any]) -> list[str]:
+        """Adopt a snapshot taken before a restart: alarms active then are active now (no new
+        raise) and clear once their condition is seen normal. Returns the ids dropped because
+        this config no longer has them."""
+        dropped: list[str] = []
+        for aid, d in saved.items():
+            try:
+                ki, kind, s, c = self._resolve(aid)
+                st = AlarmState.from_json(d)
+            except (AlarmLookupError, TypeError, ValueError):
+                dropped.append(aid)
+                continue
+            row = kind.row_for(s, st.computed, c) if st.computed else None
+            if row is None:
+                st.computed = 0
+            else:
+                kind.set_active(row, c)
+                self._level[ki][s, c] = st.computed
+            if st.shelved_until is not None:
+                self._shelved += 1
+            if not st.idle():
+                self._states[aid] = st
+        return dropped
+
+    # agent.service.reload's StatefulEngine protocol: the alarm state moves to the new engine.
+    def export_state(self) -> dict[str, Any]:
+        return self.snapshot()
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        self.restore(state)
