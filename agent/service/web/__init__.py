@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 from agent.core.model import AlarmEvent, Frame
 
 if TYPE_CHECKING:
-    from agent.service.supervisor import Agent
     from agent.service.web.server import WebServer
-    from agent.service.web.source import AgentFeed
+    from agent.service.web.source import AgentFeed, WebAgent
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +25,7 @@ log = logging.getLogger(__name__)
 class WebHook:
     """The supervisor's calls: `observe(frame)`, `note(events)`, `start(tg)`, `await stop()`."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: WebAgent) -> None:
         self.feed: AgentFeed | None = None
         self.server: WebServer | None = None
         self._agent = agent

@@ -23,7 +23,25 @@ from agent.core.model import AgentConfig, AlarmEvent, Frame
 from agent.store.history import History
 
 if TYPE_CHECKING:
-    from agent.service.supervisor import Agent
+    from agent.service.clock import ClockMonitor
+    from agent.service.host import AgentView
+    from agent.service.runtime_status import DeviceTracker
+    from agent.store.journal import Journal
+
+    class OpsPart(Protocol):
+        tracker: DeviceTracker
+        clock: ClockMonitor
+        started_wall: float
+
+    class WebAgent(AgentView, Protocol):
+        """The running agent as the page reads it (supervisor.Agent satisfies it; importing
+        the supervisor here would be an import cycle)."""
+
+        @property
+        def ops(self) -> OpsPart: ...
+        @property
+        def journal(self) -> Journal: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +78,7 @@ class _BusTiming:
 class AgentFeed:
     """The WebSource of a running Agent, fed by the supervisor."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: WebAgent) -> None:
         self.agent = agent
         # The page keeps the points it started with (history columns follow them); a reload
         # that changes the points shows on the page after the next restart.
