@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,3 +97,24 @@ async def test_missing_client_certificate_is_explained(tls_broker: Broker, pki: 
         await up.connect()
     assert "127.0.0.1" in str(info.value)
     await up.close(clean=False)
+
+
+def open_sockets() -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # e.g. the listing's own descriptor, gone by now
+            n += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return n
+
+
+async def test_failed_handshakes_leave_no_socket_open(tls_broker: Broker, pki: Path) -> None:
+    """paho does not close a socket whose TLS handshake failed; the uplink's SSLSocket does."""
+    tls = TlsSpec(pki / "otherca.crt", pki / "client.crt", pki / "client.key")
+    up = MqttUplink(spec(tls_broker.port, tls), SITE)
+    before = open_sockets()
+    for _ in range(20):
+        with pytest.raises(UplinkError, match="presented a certificate"):
+            await up.connect()
+        await up.close(clean=False)
+    # no gc.collect(): a leaked socket would still be open here, held by a traceback
+    assert open_sockets() <= before + 1

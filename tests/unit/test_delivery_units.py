@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
 
 from agent.config import ConfigError, load_config
 from agent.config.secrets import SecretError, read_secret, resolve
+from agent.core.backoff import Backoff
 from agent.store.guard import StoreGuard
 from agent.store.outbox import Entry, Outbox
 from agent.uplink.consumer import Tracker
@@ -126,3 +127,29 @@ async def test_guard_keeps_alarms_in_memory_while_the_disk_is_full(tmp_path: Pat
         assert stats.pending_records["alarm"] == 2 and stats.pending_records["event"] == 2
     finally:
         await box.close()
+
+
+# -- reconnect backoff (tenacity wait strategies) ----------------------------------------------
+
+
+@pytest.mark.parametrize(("jitter", "low"), [("full", 0.0), ("equal", 0.5)])
+def test_backoff_delays_stay_in_their_jitter_band(
+    jitter: Literal["full", "equal"], low: float
+) -> None:
+    b = Backoff(base=0.5, cap=4.0, stable_after=60.0, jitter=jitter)
+    for bound in [0.5, 1.0, 2.0, 4.0, 4.0, 4.0] * 50:
+        if b.attempt == 6:  # the band of each attempt, many draws: start over
+            b = Backoff(base=0.5, cap=4.0, stable_after=60.0, jitter=jitter)
+        delay = b.next_delay(now=0.0)
+        assert low * bound <= delay <= bound
+
+
+def test_backoff_starts_over_only_after_a_stable_session() -> None:
+    b = Backoff(base=1.0, cap=8.0, stable_after=30.0, jitter="equal")
+    for _ in range(3):
+        b.next_delay(now=0.0)
+    b.connected(now=100.0)
+    assert b.next_delay(now=110.0) >= 4.0  # a 10 s session: still backing off (bound 8)
+    b.connected(now=200.0)
+    assert b.next_delay(now=230.0) <= 1.0  # a 30 s session: from base again
+    assert b.attempt == 1

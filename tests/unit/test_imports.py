@@ -72,14 +72,9 @@ RULES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ),
 )
 
-# Known violations, each fixed on another branch. Remove an entry when its branch is merged:
-# the test then fails if the edge is still there.
-ALLOWED: frozenset[tuple[str, str]] = frozenset(
-    {
-        # branch `uplink` moves the record shapes the guard needs out of agent.uplink.payload
-        ("agent.store.guard", "agent.uplink.payload"),
-    }
-)
+# Known violations, each to be fixed. Remove an entry when it is fixed: the test then fails if
+# the edge is still there. (Empty: the last one, store.guard -> uplink.payload, is gone.)
+ALLOWED: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
