@@ -24,7 +24,7 @@ from agent.store.history import History
 
 if TYPE_CHECKING:
     from agent.service.clock import ClockMonitor
-    from agent.service.host import AgentView
+    from agent.service.ops import OpsHost
     from agent.service.runtime_status import DeviceTracker
     from agent.store.journal import Journal
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
         clock: ClockMonitor
         started_wall: float
 
-    class WebAgent(AgentView, Protocol):
+    class WebAgent(OpsHost, Protocol):
         """The running agent as the page reads it (supervisor.Agent satisfies it; importing
         the supervisor here would be an import cycle)."""
 
@@ -181,30 +181,21 @@ class AgentFeed:
         }
 
     def _uplinks(self) -> list[dict[str, Any]]:
+        """MQTT and each platform: connection, pending records (per uplink), last error."""
         agent = self.agent
-        fw = agent.forwarder.stats
-        box = self._outbox
-        pending = box.get("pending", {})
-        out = [
-            {
-                "name": "MQTT",
-                "target": agent.forwarder.uplink.target,
-                "connected": fw.connected,
-                "pending": sum(pending.values()) if pending else None,
-                "oldest": box.get("oldest"),
-                "last_error": fw.last_error or None,
-            }
-        ]
-        for pf in agent.platforms:
-            mine = box.get("by_consumer", {}).get(pf.name, {})
+        by_consumer = self._outbox.get("by_consumer", {})
+        out = []
+        for fw in (agent.forwarder, *agent.platforms):
+            mine = by_consumer.get(fw.name)
             out.append(
                 {
-                    "name": pf.name,
-                    "target": pf.uplink.target,
-                    "connected": pf.stats.connected,
-                    "pending": sum(mine.values()) if mine else None,
-                    "oldest": None,
-                    "last_error": pf.stats.last_error or None,
+                    "name": "MQTT" if fw is agent.forwarder else fw.name,
+                    "target": fw.uplink.target,
+                    "connected": fw.stats.connected,
+                    "pending": None if mine is None else sum(mine.values()),
+                    # the store keeps the oldest row per stream, not per uplink
+                    "oldest": self._outbox.get("oldest") if fw is agent.forwarder else None,
+                    "last_error": fw.stats.last_error or None,
                 }
             )
         return out
