@@ -33,6 +33,7 @@ HEADERS = (
     "text_en",
 )
 _GAP = "  "
+EX_NOPERM = 77
 _MIN_TEXT = 12
 
 
@@ -248,8 +249,21 @@ def _verify(storage: StorageSpec, args: argparse.Namespace) -> int:
 
 
 def run_alarms(storage: StorageSpec, args: argparse.Namespace) -> int:
-    """`dust-agent alarms`: exit 0, 1 (--verify found a break), 2 (bad option) or 3 (--verify
-    could not check everything)."""
+    """`dust-agent alarms`: exit 0, 1 (--verify found a break), 2 (bad option), 3 (--verify
+    could not check everything) or 77 (EX_NOPERM: the journal is not readable)."""
+    try:
+        return _run_alarms(storage, args)
+    except OSError as exc:
+        print(
+            f"dust-agent alarms: cannot read {exc.filename or storage.dir}: "
+            f"{exc.strerror or exc}; run as root or as a member of the operators group "
+            "([operator] group, docs/operations.md)",
+            file=sys.stderr,
+        )
+        return EX_NOPERM
+
+
+def _run_alarms(storage: StorageSpec, args: argparse.Namespace) -> int:
     directory = storage.dir / "journal"
     if getattr(args, "verify", False):
         return _verify(storage, args)

@@ -41,7 +41,7 @@ def _why(path: Path, exc: OSError) -> str:
     except OSError:
         mode = 0
     if mode and not stat.S_ISSOCK(mode):
-        return f"{path} is not a socket: remove it; the agent recreates its socket within 30 s"
+        return f"{path} is not a socket: remove it; the agent recreates its socket within 5 s"
     if exc.errno in (errno.EACCES, errno.EPERM):
         return (
             f"permission denied on {path}: run as root, or join the operators group "

@@ -50,7 +50,7 @@ MAX_ALARM_ID = 200
 READ_DEADLINE = 5.0  # seconds for the whole request line
 WRITE_DEADLINE = 2.0
 MAX_CLIENTS = 8
-RETRY = 30.0  # seconds between attempts to create the socket
+RETRY = 5.0  # seconds between attempts to create the socket (an lstat: cheap)
 
 
 class RequestError(ValueError):
