@@ -5,17 +5,11 @@ polls and publishes (new telemetry at the broker) and the CLI prints no tracebac
 
 from __future__ import annotations
 
-import os
-import socket
-import time
-from pathlib import Path
-
 import orjson
 import pytest
 
 from firmware_sim.harness import Broker
-from tests.adversarial.plant import ALARM, Plant, plant, read_line
-from tests.e2e import wait_for
+from tests.adversarial.plant import ALARM, plant
 
 pytestmark = pytest.mark.integration
 
