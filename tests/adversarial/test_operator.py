@@ -97,7 +97,7 @@ def test_junk_at_the_socket_path_is_left_alone_and_reported(broker: Broker, kind
         assert out.returncode == 69 and "is not a socket: remove it" in out.stderr, out
         _no_traceback(out)
         _remove(p.socket)  # the operator cleans up; the agent retries on its own
-        wait_for(lambda: p.socket.is_socket(), 20, "the socket recreated by the agent")
+        wait_for(p.socket.is_socket, 20, "the socket recreated by the agent")
         p.alarm_active()
         again = p.cli(None, "ack", ALARM, "--by", "zhang")
         assert again.returncode == 0, again
