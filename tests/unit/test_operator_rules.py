@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -30,7 +31,7 @@ def active_engine() -> RuleEngine:
 def test_non_finite_times_are_refused_with_no_change(bad: float) -> None:
     eng = active_engine()
     before = eng.snapshot()
-    calls = [
+    calls: list[Callable[[], object]] = [
         lambda: eng.ack(ID, "z", bad),
         lambda: eng.shelve(ID, bad, "z", 1.0),
         lambda: eng.shelve(ID, 100.0, "z", bad),
@@ -63,11 +64,12 @@ def test_shelve_bounds_and_critical_alarms() -> None:
 def test_unknown_and_inactive_ids_change_nothing() -> None:
     eng = active_engine()
     before = eng.snapshot()
-    for call in (
+    calls: list[Callable[[], object]] = [
         lambda: eng.ack("NOPE:high", "z", 1.0),
         lambda: eng.unshelve(ID, "z", 1.0),
         lambda: eng.shelve("NOPE:high", 5.0, "z", 1.0),
-    ):
+    ]
+    for call in calls:
         with pytest.raises(AlarmLookupError):
             call()
     assert eng.snapshot() == before
