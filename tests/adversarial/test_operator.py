@@ -16,6 +16,7 @@ import pytest
 from firmware_sim.harness import Broker
 from tests.adversarial.plant import ALARM, Plant, plant, read_line
 from tests.e2e import wait_for
+from tests.unit.test_payload import check
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +38,8 @@ def test_sudo_ack_against_an_unprivileged_agent_journals_the_os_user(broker: Bro
         assert ack["by"] == "张三 (shift B)" and ack["os_user"] == "root" and ack["os_uid"] == 0
         assert ack["note"] == "checked"
         assert isinstance(ack["journal"]["lines"], int) and len(ack["journal"]["hash"]) == 64
+        for body in p.collector.stream("alarm"):  # os_user, os_uid and journal are documented
+            check(orjson.dumps(body), "alarm")
         # nothing the root CLI did left a root-owned file in the agent's state directory
         assert p.owners() == {p.users.agent}, p.owners()
         # an operators-group member reads the journal (no secrets, no root) and can verify
