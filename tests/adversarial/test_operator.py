@@ -51,6 +51,15 @@ def test_sudo_ack_against_an_unprivileged_agent_journals_the_os_user(broker: Bro
         anchor = f"{ack['journal']['lines']}:{ack['journal']['hash']}"
         verify = p.cli(p.users.member, "alarms", "--verify", "--anchor", anchor)
         assert verify.returncode == 0 and "matches the anchor" in verify.stdout, verify
+        # the health message carries the chain head too (an anchor at least as new)
+        wait_for(
+            lambda: any(
+                (h.get("journal") or {}).get("lines", 0) >= ack["journal"]["lines"]
+                for h in p.collector.stream("health")
+            ),
+            30,
+            "a health message with the journal's chain head",
+        )
         # a second ack of the same alarm is refused by the agent, with the reason
         member = p.cli(p.users.member, "ack", ALARM, "--by", "li")
         assert member.returncode == 0, member  # already acked: acking again is harmless
