@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_SECONDS ?= 90
 PYTEST_ARGS ?=
 
-.PHONY: demo test check bench bench-e2e bench-drain bench-bus system-deps venv clean install
+.PHONY: demo test check bench bench-e2e bench-drain bench-bus bench-ingest system-deps venv clean install
 
 system-deps:
 	@scripts/setup-system.sh
@@ -33,7 +33,7 @@ check: venv
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy
 
-bench: bench-e2e bench-drain bench-bus
+bench: bench-e2e bench-drain bench-bus bench-ingest
 
 bench-e2e: venv
 	@$(BIN)/python bench/e2e.py
@@ -43,6 +43,9 @@ bench-drain: venv
 
 bench-bus: venv
 	@$(BIN)/python bench/bus.py
+
+bench-ingest: venv
+	@$(BIN)/python bench/ingest.py
 
 # Install as a systemd service on this machine (as root): docs/operations.md.
 install:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from agent.core.model import AlarmEvent, SiteSpec, UplinkSpec  # noqa: E402
 from agent.store.outbox import Entry, Outbox  # noqa: E402
-from agent.uplink.forwarder import Forwarder  # noqa: E402
+from agent.uplink.forwarder import mqtt_forwarder  # noqa: E402
 from agent.uplink.mqtt import MqttUplink  # noqa: E402
 from agent.uplink.payload import encode_alarms  # noqa: E402
 from firmware_sim.harness import Broker  # noqa: E402
@@ -78,7 +78,7 @@ async def one_run(
         "127.0.0.1", broker.port, "dust", "bench-gw", max_records_per_message=1000,
         max_bytes_per_message=1024 * 1024, max_inflight=20, backlog_rate=0.0,
     )  # fmt: skip
-    fwd = Forwarder(box, MqttUplink(spec, SITE), SITE, spec)
+    fwd = mqtt_forwarder(box, MqttUplink(spec, SITE), SITE, spec)
     received: list[float] = []
     ready = asyncio.Event()
 

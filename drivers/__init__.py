@@ -4,7 +4,9 @@ Exception tree (every driver raises only these, translated once at the boundary)
 
     SourceError
      ├── SourceTimeout(SourceError, TimeoutError)      no answer within the bus timeout
-     ├── SourceProtocolError(SourceError)              Modbus exception response (.code)
+     ├── SourceProtocolError(SourceError)              Modbus exception 1, 2, 3... (.code)
+     │    └── SourceBusy(SourceProtocolError)          exception 5 or 6: retry shortly
+     ├── SourceDeviceFailure(SourceError)              exception 4, 10, 11: the device failed
      ├── SourceFrameError(SourceError)                 bytes but no valid reply (CRC, noise)
      └── SourceLinkError(SourceError, ConnectionError) socket/port not open or lost
 
@@ -17,6 +19,8 @@ from drivers.base import (
     Block,
     RawBlock,
     Source,
+    SourceBusy,
+    SourceDeviceFailure,
     SourceError,
     SourceFrameError,
     SourceLinkError,
@@ -29,6 +33,8 @@ __all__ = [
     "Block",
     "RawBlock",
     "Source",
+    "SourceBusy",
+    "SourceDeviceFailure",
     "SourceError",
     "SourceFrameError",
     "SourceLinkError",

@@ -83,6 +83,60 @@ class SourceFrameError(SourceError):
     """Bytes came back but no valid reply (CRC error, garbage, a truncated frame)."""
 
 
+class SourceBusy(SourceProtocolError):
+    """Exception 5 (acknowledge) or 6 (device busy): the device is alive but cannot serve this
+    request now; the poller retries it a little later within the cycle."""
+
+
+class SourceDeviceFailure(SourceError):
+    """Exception 4 (device failure), 10 (gateway path unavailable) or 11 (gateway target did not
+    respond): the device cannot deliver data, which counts as a failure of that device (toward
+    quarantine and comm_loss), not as an answer."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def behind_gateway(self) -> bool:
+        """10 or 11: a gateway answered for a device it cannot reach."""
+        return self.code in GATEWAY_CODES
+
+
+BUSY_CODES = frozenset({5, 6})
+FAILURE_CODES = frozenset({4, 10, 11})
+GATEWAY_CODES = frozenset({10, 11})
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "device failure",
+    5: "acknowledge",
+    6: "device busy",
+    7: "negative acknowledge",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target did not respond",
+}
+
+
+def exception_error(code: int, where: str) -> SourceProtocolError | SourceDeviceFailure:
+    """The SourceError for a Modbus exception reply `code` to the request described by `where`:
+    every driver translates exception replies through this one function."""
+    name = EXCEPTION_NAMES.get(code, "unknown exception")
+    if code in GATEWAY_CODES:
+        return SourceDeviceFailure(
+            code,
+            f"{where}: the gateway cannot reach the device behind it "
+            f"(Modbus exception {code}: {name})",
+        )
+    if code in FAILURE_CODES:
+        return SourceDeviceFailure(code, f"{where}: Modbus exception {code} ({name})")
+    if code in BUSY_CODES:
+        return SourceBusy(code, f"{where}: Modbus exception {code} ({name})")
+    return SourceProtocolError(code, f"{where}: Modbus exception {code} ({name})")
+
+
 class Source(Protocol):
     """A field bus. Contract:
 
@@ -135,6 +189,8 @@ class BusSettings(Protocol):
     def turnaround(self) -> float | None: ...
     @property
     def late_guard(self) -> float | None: ...
+    @property
+    def round_trip(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,10 @@ The one module that imports pyserial. A line only moves bytes: it buffers what a
 wakes a waiter; it knows nothing of Modbus. Contract: one owner (the RTU master); `open()`
 raises SourceLinkError with installer advice; after the port or socket is lost every call
 raises SourceLinkError until `open()` succeeds again; `close()` is idempotent.
+
+The receive buffer is bounded (RX_LIMIT bytes, far above the 256-byte largest RTU frame): a
+babbling device or device server can never grow memory; the oldest bytes are dropped and
+counted in `dropped`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import serial
 
 from drivers.base import SourceLinkError
 from drivers.rtu_frame import Parity
+
+RX_LIMIT = 4096  # bytes kept in a line's receive buffer (16 of the longest RTU frames)
 
 
 class Line(Protocol):
@@ -43,6 +49,11 @@ class Line(Protocol):
     def peek(self) -> bytes: ...
 
     @property
+    def dropped(self) -> int:
+        """Bytes dropped since start because the receive buffer was full."""
+        ...
+
+    @property
     def last_rx(self) -> float:
         """time.monotonic() of the last received chunk (0 if none)."""
         ...
@@ -63,9 +74,15 @@ class _Buffered:
         self._last_rx = 0.0
         self._wake: asyncio.Event | None = None
         self._lost: str | None = None
+        self._dropped = 0
 
     def _received(self, data: bytes) -> None:
         self._rx += data
+        over = len(self._rx) - RX_LIMIT
+        if over > 0:  # keep the newest bytes: a reply is at the end, never at the start
+            del self._rx[:over]
+            self._dropped += over
+            self._seen = max(0, self._seen - over)
         self._last_rx = time.monotonic()
         if self._wake is not None:
             self._wake.set()
@@ -83,6 +100,10 @@ class _Buffered:
     @property
     def last_rx(self) -> float:
         return self._last_rx
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
 
     def take(self) -> bytes:
         self._check()

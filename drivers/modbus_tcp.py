@@ -2,7 +2,9 @@
 
 Translation (exactly once, here, always `raise ... from exc`)::
 
-    ExceptionResponse (reply with isError())      -> SourceProtocolError(code)
+    ExceptionResponse 5, 6 (busy)                 -> SourceBusy(code)
+    ExceptionResponse 4, 10, 11 (device, gateway) -> SourceDeviceFailure(code)
+    other ExceptionResponse (1, 2, 3...)          -> SourceProtocolError(code)
     reply with the wrong register count           -> SourceProtocolError(code=0)
     ModbusIOException / timeout, link still open  -> SourceTimeout
     ModbusIOException after the link dropped,
@@ -25,28 +27,19 @@ from pymodbus.pdu import ModbusPDU
 
 from drivers.base import (
     BIT_TABLES,
+    EXCEPTION_NAMES,
     Block,
     RawBlock,
     SourceLinkError,
     SourceProtocolError,
     SourceTimeout,
+    exception_error,
 )
+
+__all__ = ["EXCEPTION_NAMES", "ModbusTcpSource", "quiet_pymodbus"]
 
 # A dead unit behind a gateway must not make pymodbus close the socket the live units share.
 MAX_NO_RESPONSES = 1_000_000
-
-EXCEPTION_NAMES = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "device failure",
-    5: "acknowledge",
-    6: "device busy",
-    7: "negative acknowledge",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target did not respond",
-}
 
 
 def quiet_pymodbus(level: int = logging.CRITICAL) -> None:
@@ -142,11 +135,7 @@ class ModbusTcpSource:
 
     def _registers(self, block: Block, reply: ModbusPDU) -> npt.NDArray[np.uint16]:
         if reply.isError():
-            code = int(getattr(reply, "exception_code", 0))
-            name = EXCEPTION_NAMES.get(code, "unknown exception")
-            raise SourceProtocolError(
-                code, f"{self._where(block)}: Modbus exception {code} ({name})"
-            )
+            raise exception_error(int(getattr(reply, "exception_code", 0)), self._where(block))
         if block.table in BIT_TABLES:
             bits = reply.bits  # padded to whole bytes
             if len(bits) < block.count:

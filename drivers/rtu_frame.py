@@ -74,25 +74,40 @@ class Reply:
     exception: int | None
     skipped: int  # bytes before the frame (garbage, noise, a fragment of a late reply)
 
+    @property
+    def end(self) -> int:
+        """Offset just past the frame in the searched buffer."""
+        size = EXCEPTION_LEN if self.data is None else 5 + len(self.data)
+        return self.skipped + size
+
+
+def _first_frame(buf: bytes | bytearray, head: bytes, size: int) -> int:
+    """Offset of the first complete `size`-byte frame that starts with `head` and has a right
+    CRC, or -1. bytes.find jumps between candidate headers: no Python loop per byte."""
+    i = buf.find(head)
+    while i >= 0 and i + size <= len(buf):
+        if crc_ok(memoryview(buf)[i : i + size]):
+            return i
+        i = buf.find(head, i + 1)
+    return -1
+
 
 def find_reply(buf: bytes | bytearray, unit: int, fc: int, count: int) -> Reply | None:
     """The first well-formed reply to (unit, fc, count) in `buf`, at any offset, or None.
 
-    Well-formed: right unit, function code, byte count and CRC. Scanning every offset makes a
+    Well-formed: right unit, function code, byte count and CRC. A normal reply starts with
+    the 3 bytes (unit, fc, byte count) and an exception with (unit, fc | 0x80); only offsets
+    holding such a header are checked (length, then CRC). Searching past leading bytes makes a
     reply that follows line noise usable; a frame from another unit or for another request
     never matches.
     """
-    n = len(buf)
-    full = reply_len(fc, count)
     nbytes = data_bytes(fc, count)
-    for i in range(n - EXCEPTION_LEN + 1):
-        if buf[i] != unit:
-            continue
-        f = buf[i + 1]
-        if f == fc | 0x80 and crc_ok(buf[i : i + EXCEPTION_LEN]):
-            return Reply(None, buf[i + 2], i)
-        if f == fc and i + full <= n and buf[i + 2] == nbytes and crc_ok(buf[i : i + full]):
-            return Reply(bytes(buf[i + 3 : i + 3 + nbytes]), None, i)
+    ok = _first_frame(buf, bytes((unit, fc, nbytes)), 5 + nbytes)
+    exc = _first_frame(buf, bytes((unit, fc | 0x80)), EXCEPTION_LEN)
+    if exc >= 0 and (ok < 0 or exc < ok):
+        return Reply(None, buf[exc + 2], exc)
+    if ok >= 0:
+        return Reply(bytes(buf[ok + 3 : ok + 3 + nbytes]), None, ok)
     return None
 
 

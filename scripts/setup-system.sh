@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the system packages that the demo and the tests need, only when they are missing:
 # python3 (>= 3.11) with venv, mosquitto (the MQTT broker), socat (pty pairs for RS-485 tests)
-# and systemd-analyze (unit file checks).
+# systemd-analyze (unit file checks) and PostgreSQL server binaries (the ingest tests start
+# their own server from /usr/lib/postgresql/*/bin).
 set -euo pipefail
 
 need=()
@@ -9,6 +10,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 command -v socat >/dev/null 2>&1 || need+=(socat)
 # systemd-analyze checks the service unit in the tests (present wherever systemd is)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# the central ingest's tests and bench run a private PostgreSQL (initdb + postgres)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if ! python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
     need+=(python3)
 fi
@@ -34,6 +37,10 @@ $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # their own broker on a free loopback port, so the system one is not needed.
 if [[ " ${need[*]} " == *" mosquitto "* ]] && command -v systemctl >/dev/null 2>&1; then
     $sudo systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
+# Likewise Debian's postgresql package starts a cluster on 5432; the tests run their own.
+if [[ " ${need[*]} " == *" postgresql "* ]] && command -v systemctl >/dev/null 2>&1; then
+    $sudo systemctl disable --now postgresql >/dev/null 2>&1 || true
 fi
 python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || {
     echo "setup: dust-agent needs Python 3.11 or newer; this system has $(python3 --version 2>&1)" >&2

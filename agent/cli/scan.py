@@ -1,6 +1,7 @@
 """`dust-agent scan`: which unit ids answer on a serial line, an RTU-over-TCP or a Modbus TCP
 endpoint. A unit answers if it sends data or a Modbus exception (it is there, the register may
-not be). Read-only: one read of one holding register per unit."""
+not be), except 4, 10 and 11: a device failure, or a gateway saying it cannot reach that unit
+(drivers raise SourceDeviceFailure). Read-only: one read of one holding register per unit."""
 
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ class ScanBus:
     bytesize: int = 8
     turnaround: float | None = None
     late_guard: float | None = None
+    round_trip: float | None = None
 
 
 def scan_bus(args: argparse.Namespace) -> ScanBus:

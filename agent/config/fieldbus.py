@@ -1,5 +1,6 @@
 """Field-bus config checks: bus settings (the address keys by the bus type's registered driver,
-drivers.registry) and point addressing."""
+drivers.registry), point addressing and declared holes (unmapped registers the read plan must
+not span)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from pathlib import Path
 from msgspec import UNSET, UnsetType
 
 from agent.config.errors import ConfigError
-from agent.config.schema import RawBus, RawPoint
+from agent.config.schema import RawBus, RawDevice, RawPoint, RawProfile
 from agent.core.model import REGISTER_WIDTH, BusSpec, PointSpec
 from drivers.base import BusAddress, BusConfigError, BusFields
 from drivers.registry import driver
 
 BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+MAX_BUSY_RETRIES = 5
+MAX_BUSY_DELAY = 1.0  # seconds: a busy retry must stay well inside a poll cycle
 
 
 def _opt(v: float | UnsetType) -> float | None:
@@ -47,6 +50,7 @@ def bus_spec(b: RawBus, i: int, file: Path) -> BusSpec:
         v = _opt(getattr(b, key))
         if v is not None and not 0 <= v <= 10:
             raise ConfigError(file, f"{at}.{key}", f"{key} must be 0..10 seconds")
+    _check_busy_and_round_trip(b, at, file)
     if b.quarantine_after < 1:
         raise ConfigError(file, f"{at}.quarantine_after", "must be at least 1 failed cycle")
     if not 0 < b.quarantine_first <= b.quarantine_max:
@@ -71,7 +75,22 @@ def bus_spec(b: RawBus, i: int, file: Path) -> BusSpec:
         quarantine_after=b.quarantine_after,
         quarantine_first=b.quarantine_first,
         quarantine_max=b.quarantine_max,
+        busy_retries=b.busy_retries,
+        busy_delay=b.busy_delay,
+        round_trip=_opt(b.round_trip),
     )
+
+
+def _check_busy_and_round_trip(b: RawBus, at: str, file: Path) -> None:
+    if not 0 <= b.busy_retries <= MAX_BUSY_RETRIES:
+        raise ConfigError(file, f"{at}.busy_retries", f"busy_retries must be 0..{MAX_BUSY_RETRIES}")
+    if not 0 <= b.busy_delay <= MAX_BUSY_DELAY:
+        raise ConfigError(
+            file, f"{at}.busy_delay", f"busy_delay must be 0..{MAX_BUSY_DELAY:g} seconds"
+        )
+    rt = _opt(b.round_trip)
+    if rt is not None and not 0 < rt <= 10:
+        raise ConfigError(file, f"{at}.round_trip", "round_trip must be above 0, at most 10 s")
 
 
 def check_point_io(p: RawPoint, file: Path, path: str) -> None:
@@ -103,3 +122,31 @@ def regs_clash(a: PointSpec, b: PointSpec) -> bool:
     if a.bit is not None and b.bit is not None and a.address == b.address:
         return a.bit == b.bit
     return True
+
+
+def device_holes(
+    dev: RawDevice, i: int, cfg_file: Path, profile: tuple[RawProfile, Path] | None
+) -> tuple[int, ...]:
+    """The device's declared holes (its own and its profile's), each checked to be 0..65535."""
+    sources = [(dev.holes, cfg_file, f"devices[{i}].holes")]
+    if profile is not None:
+        sources.append((profile[0].holes, profile[1], "holes"))
+    out: set[int] = set()
+    for holes, file, path in sources:
+        for k, h in enumerate(holes):
+            if not 0 <= h <= 65535:
+                raise ConfigError(file, f"{path}[{k}]", f"hole {h} is outside 0..65535")
+            out.add(h)
+    return tuple(sorted(out))
+
+
+def check_not_on_hole(p: PointSpec, file: Path, path: str) -> None:
+    """A point must not sit on a register its device declares unmapped."""
+    hit = [h for h in p.holes if p.address <= h < p.address + p.width]
+    if hit:
+        raise ConfigError(
+            file,
+            f"{path}.address",
+            f"{p.table} {p.address} of {p.device}.{p.key} covers register {hit[0]}, which the "
+            "device declares a hole (holes = [...]): fix the address or the holes list",
+        )

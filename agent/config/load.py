@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import itertools
 import tomllib
@@ -14,7 +15,13 @@ import msgspec
 from msgspec import UNSET
 
 from agent.config.errors import ConfigError, translate
-from agent.config.fieldbus import bus_spec, check_point_io, regs_clash
+from agent.config.fieldbus import (
+    bus_spec,
+    check_not_on_hole,
+    check_point_io,
+    device_holes,
+    regs_clash,
+)
 from agent.config.operator import operator_spec, with_journal_key
 from agent.config.platforms import platform_specs
 from agent.config.rules import (
@@ -295,6 +302,12 @@ def _resolve_points(
             raise ConfigError(
                 cfg_file, f"devices[{i}]", "device has no points: give it a profile or points"
             )
+        profile = (
+            None
+            if isinstance(dev.profile, msgspec.UnsetType)
+            else _load_profile(dev.profile, profiles_dir, cfg_file, f"devices[{i}].profile")
+        )
+        holes = device_holes(dev, i, cfg_file, profile)
         keys: set[str] = set()
         for loc in located:
             _check_point(loc)
@@ -306,6 +319,9 @@ def _resolve_points(
                 )
             keys.add(loc.point.key)
             spec = _resolve_point(loc, dev, i, index=len(specs), rules=rules, cfg_file=cfg_file)
+            if holes:
+                spec = dataclasses.replace(spec, holes=holes)
+                check_not_on_hole(spec, loc.file, loc.path)
             if spec.code in codes:
                 own_code = dev.override.get(spec.key, RawOverride()).code is not UNSET
                 raise ConfigError(

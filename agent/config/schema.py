@@ -95,6 +95,9 @@ class RawBus(_Strict):
     quarantine_after: int = 3
     quarantine_first: float = 5.0
     quarantine_max: float = 60.0
+    busy_retries: int = 2  # exception 5/6: re-sends of that request within the cycle
+    busy_delay: float = 0.05  # seconds before each re-send
+    round_trip: float | UnsetType = UNSET  # tcp, rtu_tcp: LAN round trip for the estimate
 
 
 class RawPoint(_Strict):
@@ -135,6 +138,7 @@ class RawDevice(_Strict):
     profile: str | UnsetType = UNSET
     name_zh: str = ""
     read_mode: Literal["block", "point"] = "block"
+    holes: list[int] = msgspec.field(default_factory=list)  # unmapped addresses (with profile's)
     points: list[RawPoint] = msgspec.field(default_factory=list)
     override: dict[str, RawOverride] = msgspec.field(default_factory=dict)
 
@@ -142,6 +146,7 @@ class RawDevice(_Strict):
 class RawProfile(_Strict):
     name: str
     points: list[RawPoint]
+    holes: list[int] = msgspec.field(default_factory=list)  # unmapped addresses, any table
     description_zh: str = ""
     description_en: str = ""
 

@@ -49,6 +49,7 @@ class Quality(enum.IntFlag):
     PROTOCOL = 2  # Modbus exception response: value is NaN
     BAD_VALUE = 4  # decoded to NaN or infinity
     CLOCK_UNSYNCED = 8  # the wall clock was not known to be synchronised at the read
+    BUSY = 16  # the device stayed busy (Modbus exception 5/6) through the retries: value is NaN
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,9 @@ class PointSpec:
     # True when `code` was set in the config or profile (override.<key>.code or a point's
     # code); False when it defaulted to "device.key". Platforms need explicit codes.
     code_explicit: bool = False
+    # registers (or bits) of this point's device declared unmapped (`holes`, any table): the
+    # read plan never spans them
+    holes: tuple[int, ...] = ()
 
     @property
     def width(self) -> int:
@@ -137,6 +141,9 @@ class BusSpec:
     quarantine_after: int = 3  # consecutive failed cycles before a device is quarantined
     quarantine_first: float = 5.0  # first retry interval of a quarantined device (seconds)
     quarantine_max: float = 60.0  # cap of the doubling retry interval
+    busy_retries: int = 2  # re-sends of a request answered with exception 5/6, within a cycle
+    busy_delay: float = 0.05  # seconds before each such re-send
+    round_trip: float | None = None  # tcp, rtu_tcp: LAN round trip per request (None: default)
 
 
 @dataclass(frozen=True, slots=True)

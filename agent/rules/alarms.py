@@ -365,7 +365,7 @@ class AlarmBook:
                 self._states[aid] = st
         return dropped
 
-    # agent.service.reload's StatefulEngine protocol: the alarm state moves to the new engine.
+    # agent.service.reload hands the alarm state to the new engine through these two methods.
     def export_state(self) -> dict[str, Any]:
         return self.snapshot()
 

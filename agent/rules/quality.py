@@ -46,7 +46,8 @@ class Quality(Kind):
                 [1e-9 if q.loop_ma and ok else nan for q, ok in zip(r, ranged, strict=True)],
             ]
         )
-        off = np.stack((on[0] * 0.5, np.full(len(r), 1.5), on[2], np.full(len(r), -0.1)))
+        # stale clears with a good reading (age 0); frozen when the reading changes (a run of 1)
+        off = np.stack((np.zeros(len(r)), np.full(len(r), 1.5), on[2], np.full(len(r), -0.1)))
         d = [p.rule for p in specs]
         delay_on = np.array([q.on_delay if q else 30.0 for q in d])
         delay_off = np.array([q.off_delay if q else 60.0 for q in d])

@@ -20,10 +20,9 @@ import orjson
 from agent.core.model import AgentConfig
 from agent.store.guard import StoreGuard
 from agent.store.journal import Journal
-from agent.store.outbox import PRIMARY, Outbox, OutboxStats
+from agent.store.outbox import Outbox, OutboxStats
 from agent.uplink.forwarder import Forwarder
 from agent.uplink.payload import WIRE_VERSION
-from agent.uplink.platforms.forwarder import PlatformForwarder
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ class Health:
         self.cfg, self.outbox, self.forwarder = cfg, outbox, forwarder
         self.guard, self.status = guard, status
         self.sent = 0  # health messages published
-        self.platforms: Sequence[PlatformForwarder] = ()  # [[platforms]] uplinks
+        self.platforms: Sequence[Forwarder] = ()  # [[platforms]] uplinks
         self.journal: Journal | None = None  # its chain head goes upstream (an anchor)
 
     async def snapshot(self) -> dict[str, Any]:
@@ -82,24 +81,12 @@ class Health:
         }
 
     def _uplinks(self, stats: OutboxStats) -> dict[str, Any]:
-        """Each uplink on its own: MQTT and every platform, with its own pending records."""
-        fw = self.forwarder.stats
+        """Each uplink on its own (MQTT first, then every platform), with its own pending."""
         mine = stats.pending_by_consumer
-        mqtt = mine.get(PRIMARY, stats.pending_records)
-        out: dict[str, Any] = {
-            PRIMARY: {
-                "target": self.forwarder.uplink.target,
-                "connected": fw.connected,
-                "acknowledged_records": fw.records,
-                "pending": mqtt,
-                "pending_records": sum(mqtt.values()),
-                "failures": fw.failures,
-                "last_error": fw.last_error or None,
-            }
+        return {
+            f.name: f.snapshot(mine.get(f.name, stats.pending_records))
+            for f in (self.forwarder, *self.platforms)
         }
-        for pf in self.platforms:
-            out[pf.name] = pf.snapshot(mine.get(pf.name, stats.pending_records))
-        return out
 
     def message(self, snap: dict[str, Any], now: float | None = None) -> bytes:
         site = self.cfg.site

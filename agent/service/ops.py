@@ -13,18 +13,21 @@ import logging
 import math
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from agent import __version__
-from agent.core.model import Frame
+from agent.core.model import AgentConfig, Frame
+from agent.rules import RuleEngine
 from agent.service.clock import ClockMonitor
 from agent.service.runtime_status import DeviceTracker
 from agent.service.status_file import StatusFile
 from agent.service.systemd import Progress, Watchdog, sd_notify, watchdog_interval
+from agent.source.plan import BusPlan
+from agent.source.poller import BusPoller
+from agent.store.guard import StoreGuard
+from agent.store.outbox import Outbox
+from agent.uplink.forwarder import Forwarder
 from agent.uplink.payload import encode_event
-
-if TYPE_CHECKING:
-    from agent.service.host import AgentView
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +45,21 @@ def platform_mark(name: str) -> str:
     return f"platform uplink {name!r}"
 
 
+class OpsHost(Protocol):
+    """What Ops needs of the running agent (agent.service.supervisor.Agent provides it)."""
+
+    cfg: AgentConfig
+    plans: tuple[BusPlan, ...]
+    engine: RuleEngine
+    pollers: list[BusPoller]
+    outbox: Outbox
+    store: StoreGuard
+    forwarder: Forwarder  # the MQTT uplink
+    platforms: list[Forwarder]  # the [[platforms]] uplinks
+
+
 class Ops:
-    def __init__(self, agent: AgentView, clock: ClockMonitor | None = None) -> None:
+    def __init__(self, agent: OpsHost, clock: ClockMonitor | None = None) -> None:
         self.agent = agent
         self.clock = clock or ClockMonitor()
         self.progress = Progress()
@@ -72,9 +88,9 @@ class Ops:
         self.progress.expect(
             UPLINK_MARK, 2 * (up.backoff_cap + up.publish_timeout + up.keepalive) + 30
         )
-        for pf in self.agent.platforms:  # each HTTP platform uplink's loop must turn too
+        for spec in cfg.platforms:  # each HTTP platform uplink's loop must turn too
             self.progress.expect(
-                platform_mark(pf.name), 2 * (pf.spec.backoff_cap + pf.spec.timeout) + 30
+                platform_mark(spec.name), 2 * (spec.backoff_cap + spec.timeout) + 30
             )
 
     def observe(self, frame: Frame) -> None:
@@ -215,7 +231,7 @@ class Ops:
         self.reloads = [*self.reloads, outcome][-5:]
 
 
-def _active_alarms(agent: AgentView) -> list[dict[str, Any]]:
+def _active_alarms(agent: OpsHost) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for a in agent.engine.active():
         out.append(

@@ -20,36 +20,34 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-
-import numpy as np
+from typing import Any, Protocol
 
 from agent.config import ConfigError, load_config
-from agent.core.model import PointSpec
 from agent.rules import RuleEngine
+from agent.service.ops import Ops, OpsHost
 from agent.service.runtime_status import DeviceTracker
 from agent.service.systemd import sd_notify
 from agent.source.plan import compile_config_plan
 from agent.uplink.payload import encode_event
-
-if TYPE_CHECKING:
-    from agent.service.host import ReloadableAgent
 
 log = logging.getLogger(__name__)
 
 MAX_LISTED = 50  # point codes listed in a config_reloaded event (the counts are always exact)
 
 
-@runtime_checkable
-class StatefulEngine(Protocol):
-    """An engine that can hand its per-point alarm state to another one, keyed by point code."""
+class ReloadHost(OpsHost, Protocol):
+    """What a reload needs of the running agent (agent.service.supervisor.Agent provides it)."""
 
-    def export_state(self) -> dict[str, Any]: ...
-    def import_state(self, state: dict[str, Any]) -> None: ...
+    ops: Ops
+
+    async def stop_pollers(self) -> None: ...
+
+    def start_pollers(self) -> None: ...
+
+    async def restart_forwarder(self) -> None: ...
 
 
-async def reload_config(agent: ReloadableAgent) -> bool:
+async def reload_config(agent: ReloadHost) -> bool:
     old = agent.cfg
     started = time.monotonic()
     try:
@@ -68,7 +66,8 @@ async def reload_config(agent: ReloadableAgent) -> bool:
     sd_notify("RELOADING=1")
     await agent.stop_pollers()
     engine = RuleEngine(new.points)
-    carried = carry_alarm_state(agent.engine, engine, old.points, new.points)
+    # alarm state moves to the new engine by point code (RuleEngine.export/import_state)
+    engine.import_state(agent.engine.export_state())
     agent.cfg, agent.plans, agent.engine = new, plans, engine
     agent.ops.tracker = DeviceTracker(new)
     agent.start_pollers()
@@ -85,7 +84,7 @@ async def reload_config(agent: ReloadableAgent) -> bool:
         "removed": len(removed),
         "added_points": added[:MAX_LISTED],
         "removed_points": removed[:MAX_LISTED],
-        "alarm_state_carried": carried,
+        "alarm_state_carried": True,
         "notes": notes,
     }
     await agent.store.put([encode_event("config_reloaded", data)])
@@ -104,53 +103,9 @@ async def reload_config(agent: ReloadableAgent) -> bool:
     return True
 
 
-async def _rejected(agent: ReloadableAgent, reason: str) -> None:
+async def _rejected(agent: ReloadHost, reason: str) -> None:
     log.error("config reload rejected, still running the previous config: %s", reason)
     data = {"file": str(agent.cfg.path), "error": reason}
     await agent.store.put([encode_event("config_rejected", data)])
     agent.ops.record_reload({"ok": False, "ts": round(time.time() * 1000), **data})
     await agent.ops.write_status()
-
-
-def carry_alarm_state(
-    old: RuleEngine,
-    new: RuleEngine,
-    old_points: Sequence[PointSpec],
-    new_points: Sequence[PointSpec],
-) -> bool:
-    """Copy per-point alarm state from `old` to `new` for every point code in both.
-
-    Uses the engines' export_state/import_state when they offer it; otherwise the state
-    arrays of the threshold engine (agent.rules.RuleEngine). Returns False (and logs) when
-    neither is possible: the carried-over alarms will then be raised again.
-    """
-    if isinstance(old, StatefulEngine) and isinstance(new, StatefulEngine):
-        new.import_state(old.export_state())
-        return True
-    try:
-        _copy_threshold_state(old, new, old_points, new_points)
-    except AttributeError as exc:
-        log.warning("reload: alarm state not carried over (%s); active alarms will re-raise", exc)
-        return False
-    return True
-
-
-def _copy_threshold_state(
-    old: Any, new: Any, old_points: Sequence[PointSpec], new_points: Sequence[PointSpec]
-) -> None:
-    by_code = {p.code: p.index for p in old_points}
-    pairs = [(by_code[p.code], p.index) for p in new_points if p.code in by_code]
-    if not pairs:
-        return
-    o = np.fromiter((a for a, _ in pairs), dtype=np.intp, count=len(pairs))
-    n = np.fromiter((b for _, b in pairs), dtype=np.intp, count=len(pairs))
-    # The true state; thresholds and delays come from the new config.
-    for name in ("_active", "_since", "_level", "_raised"):
-        getattr(new, name)[:, n] = getattr(old, name)[:, o]
-    new._value[n] = old._value[o]
-    # The derived per-detector test: an active detector waits for its clear condition.
-    active = new._active
-    sign = np.broadcast_to(np.array([1.0, 1.0, -1.0, -1.0])[:, None], active.shape)
-    new._gain[...] = np.where(active, -sign, sign)
-    new._level_thr[...] = np.where(active, -new._off, new._on)
-    new._delay[...] = np.where(active, new._off_delay, new._on_delay)

@@ -1,7 +1,7 @@
 """What `dust-agent status` shows about buses and devices, built from the frames the agent sees.
 
 `DeviceTracker.observe(frame)` is O(points in the frame) in numpy; `buses()` aggregates per
-device (ok / down / quarantined, last good read) only when a snapshot is written.
+device (ok / degraded / down / quarantined, last good read) only when a snapshot is written.
 A reading counts as good when its quality has no bit other than CLOCK_UNSYNCED.
 """
 
@@ -58,6 +58,8 @@ class DeviceTracker:
                 seen = not np.isnan(self.last_seen[idx]).all()
                 ok = seen and not self.last_bad[idx].all()
                 state = "quarantined" if unit in quarantined else ("ok" if ok else "down")
+                if state != "quarantined" and poller is not None and poller.health.degraded(unit):
+                    state = "degraded"  # a request stayed busy (exception 5/6) last cycle
                 if not seen:
                     state = "unknown"
                 lg = self.last_good[idx]
@@ -86,6 +88,9 @@ class DeviceTracker:
                     overruns=s.overruns,
                     timeouts=s.timeouts,
                     reconnects=s.reconnects,
+                    busy_replies=s.busy_replies,
+                    busy_failures=s.busy_failures,
+                    device_failures=s.device_failures,
                 )
             out.append(entry)
         return out

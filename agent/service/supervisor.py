@@ -23,11 +23,12 @@ from agent.source.plan import BusPlan, compile_config_plan
 from agent.source.poller import BusPoller
 from agent.store.guard import StoreGuard
 from agent.store.journal import stamp
-from agent.store.outbox import PRIMARY, Entry, Outbox
-from agent.uplink.forwarder import Forwarder
+from agent.store.outbox import Entry, Outbox
+from agent.uplink.forwarder import Forwarder, mqtt_forwarder
+from agent.uplink.mqtt import CONSUMER as MQTT_CONSUMER
 from agent.uplink.mqtt import MqttUplink
 from agent.uplink.payload import encode_alarms, encode_event, encode_telemetry
-from agent.uplink.platforms.forwarder import PlatformForwarder, make_platform_forwarder
+from agent.uplink.platforms.forwarder import make_platform_forwarder
 from drivers.registry import make_source
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ class Agent:
             cfg.storage.dir / "outbox.db",
             cfg.storage.max_bytes,
             sync_interval=cfg.storage.sync_interval,
-            consumers=(PRIMARY, *(p.name for p in cfg.platforms)),  # each uplink's progress
+            # every uplink is a consumer with its own progress: MQTT and each platform
+            consumers=(MQTT_CONSUMER, *(p.name for p in cfg.platforms)),
         )
         self.store = StoreGuard(self.outbox)  # survives a full or read-only disk
         self.journal = make_journal(cfg)
@@ -57,7 +59,7 @@ class Agent:
         self.links = BusLinkEvents()  # bus_down / bus_up events from the pollers
         self.pollers = self._make_pollers()
         self.forwarder = self._make_forwarder()
-        self.platforms: list[PlatformForwarder] = [  # [[platforms]]: HTTP uplinks beside MQTT
+        self.platforms: list[Forwarder] = [  # [[platforms]]: HTTP uplinks beside MQTT
             make_platform_forwarder(self.outbox.consumer(p.name), p) for p in cfg.platforms
         ]
         self.ops = Ops(self, self.clock)
@@ -88,8 +90,8 @@ class Agent:
 
     def _make_forwarder(self) -> Forwarder:
         cfg = self.cfg
-        return Forwarder(
-            self.outbox,
+        return mqtt_forwarder(
+            self.outbox.consumer(MQTT_CONSUMER),
             MqttUplink(cfg.uplink, cfg.site, status_topic=cfg.topic("status")),
             cfg.site,
             cfg.uplink,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,9 +56,10 @@ def compile_plan(
     """Compile one BusPlan per bus (in the order of `buses`, including buses without points).
 
     Per (unit_id, table), points sorted by address are merged into one block while the next
-    point starts at most `max_gap` unused registers after the block's end and the block stays
-    within MAX_REGISTERS_PER_READ. Overlapping points are merged without complaint (the config
-    loader rejects them; the planner only must not break on them).
+    point starts at most `max_gap` unused registers after the block's end, the block stays
+    within MAX_REGISTERS_PER_READ and the gap holds none of the device's declared `holes`.
+    Overlapping points are merged without complaint (the config loader rejects them; the
+    planner only must not break on them).
     """
     if max_gap < 0:
         raise ValueError(f"max_gap must be >= 0, got {max_gap}")
@@ -85,7 +87,8 @@ def _compile_bus(bus: BusSpec, points: list[PointSpec], max_gap: int) -> BusPlan
     for (unit, table, one_by_one), members in sorted(groups.items()):
         # point mode: only points sharing registers (bit fields) share a request
         gap = -1 if one_by_one else max_gap * (16 if table in BIT_TABLES else 1)
-        for start, count, served in _merge(members, gap, max_count(table)):
+        holes = sorted({h for p in members for h in p.holes})
+        for start, count, served in _merge(members, gap, max_count(table), holes):
             b = len(blocks)
             blocks.append(Block(unit_id=unit, table=table, address=start, count=count))
             offsets.append(size)
@@ -123,15 +126,21 @@ def _compile_bus(bus: BusSpec, points: list[PointSpec], max_gap: int) -> BusPlan
 
 
 def _merge(
-    members: list[PointSpec], max_gap: int, limit: int
+    members: list[PointSpec], max_gap: int, limit: int, holes: Sequence[int] = ()
 ) -> list[tuple[int, int, list[PointSpec]]]:
-    """Greedy merge of one (unit, table) group into (start, count, points) runs."""
+    """Greedy merge of one (unit, table) group into (start, count, points) runs; a run never
+    spans a register listed in `holes` (sorted)."""
     runs: list[tuple[int, int, list[PointSpec]]] = []
     start = end = 0  # end is exclusive
     served: list[PointSpec] = []
     for p in sorted(members, key=lambda p: (p.address, -p.width)):
         p_end = p.address + p.width
-        if served and p.address - end <= max_gap and max(end, p_end) - start <= limit:
+        if (
+            served
+            and p.address - end <= max_gap
+            and max(end, p_end) - start <= limit
+            and not _hole_in(holes, end, p.address)
+        ):
             end = max(end, p_end)
             served.append(p)
             continue
@@ -141,6 +150,12 @@ def _merge(
     if served:
         runs.append((start, end - start, served))
     return runs
+
+
+def _hole_in(holes: Sequence[int], lo: int, hi: int) -> bool:
+    """True if a hole lies in [lo, hi)."""
+    i = bisect.bisect_left(holes, lo)
+    return i < len(holes) and holes[i] < hi
 
 
 def _frozen(a: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:

@@ -1,4 +1,16 @@
-"""The bus task: reads a BusPlan's blocks every poll interval and emits one Frame per cycle."""
+"""The bus task: reads a BusPlan's blocks every poll interval and emits one Frame per cycle.
+
+Modbus exceptions as the specification means them (the drivers translate the codes):
+
+- 5 (acknowledge), 6 (device busy), SourceBusy: the device is alive; that request is sent again
+  after the bus's `busy_delay`, at most `busy_retries` times within the cycle. If it stays
+  busy, its points carry quality BUSY and the device is "degraded" until a cycle without it;
+- 4 (device failure), 10, 11 (the gateway cannot reach the device behind it),
+  SourceDeviceFailure: a failure of that device, like no answer (toward quarantine and
+  comm_loss), quality COMM_FAIL;
+- 1, 2, 3 and the others: protocol errors, quality PROTOCOL; 2 (illegal data address) starts
+  the search for the offending register (agent.source.split).
+"""
 
 from __future__ import annotations
 
@@ -10,16 +22,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
 from agent.core.backoff import Backoff
 from agent.core.model import Frame, Quality
 from agent.source.plan import BusPlan
 from agent.source.quarantine import DeviceHealth
+from agent.source.split import ILLEGAL_ADDRESS, BlockSplitter, ReadOp
 from drivers.base import (
     Block,
     RawBlock,
     Source,
+    SourceBusy,
+    SourceDeviceFailure,
     SourceError,
     SourceFrameError,
     SourceLinkError,
@@ -33,7 +47,7 @@ _COMM_FAIL = np.uint8(Quality.COMM_FAIL)
 _PROTOCOL = np.uint8(Quality.PROTOCOL)
 _BAD_VALUE = np.uint8(Quality.BAD_VALUE)
 _UNSYNCED = np.uint8(Quality.CLOCK_UNSYNCED)
-ILLEGAL_ADDRESS = 2  # Modbus exception code
+_BUSY = np.uint8(Quality.BUSY)
 
 
 @dataclass(slots=True)
@@ -48,6 +62,10 @@ class PollerStats:
     frame_errors: int = 0  # bytes came back but no valid reply (RTU: CRC, noise)
     overruns: int = 0
     reconnects: int = 0
+    busy_replies: int = 0  # exception 5/6 replies, each followed by a retry or a BUSY result
+    busy_failures: int = 0  # requests still busy after every retry of the cycle
+    device_failures: int = 0  # exception 4, 10, 11: the device (or its gateway path) failed
+    split_requests: int = 0  # extra requests spent finding illegal addresses
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,23 +92,15 @@ class LinkChange:
     outage_s: float = 0.0  # up: how long the link was down (monotonic seconds)
 
 
-@dataclass(slots=True)
-class _ReadOp:
-    """One request of the cycle: its block, where it lands in the buffer, the points it serves."""
-
-    block: Block
-    offset: int
-    pos: npt.NDArray[np.intp]  # frame positions of its points
-
-
 class BusPoller:
     """Polls one bus. `run()` owns the source: it connects, reconnects, and closes it on exit.
 
     Every cycle emits exactly one Frame covering all the plan's points, whatever failed.
     Dead units are quarantined (agent.source.quarantine) and reported through `on_device`, a lost
     link and its return through `on_link` (both called from the bus task); a block
-    that gets an illegal-address exception is bisected once to find the offending points,
-    which are marked bad (quality PROTOCOL, no longer read) while the rest is read as before.
+    that gets an illegal-address exception is searched once for the offending points
+    (agent.source.split), which are marked bad (quality PROTOCOL, no longer read) while the rest
+    is read as before.
     """
 
     def __init__(
@@ -122,10 +132,11 @@ class BusPoller:
         self._ts = np.zeros(n, dtype=np.float64)
         self._bad = np.zeros(n, dtype=bool)  # illegal address: no longer read
         self._ops = [
-            _ReadOp(blk, plan.block_offsets[b], np.flatnonzero(plan.point_block == b))
+            ReadOp(blk, plan.block_offsets[b], np.flatnonzero(plan.point_block == b))
             for b, blk in enumerate(plan.blocks)
         ]
         self._failing: dict[Block, int] = {}  # consecutive failed cycles per request
+        self._busy_units: set[int] = set()  # units with a request still busy this cycle
         self._next_connect = 0.0  # monotonic time of the next (re)connect attempt
         self._link_down_since: float | None = None  # monotonic, while the link is down
         self._ever_connected = False
@@ -153,6 +164,8 @@ class BusPoller:
         self._q[self._bad] = _PROTOCOL
         self._ts[self._bad] = time.time()
         link_failed: set[int] = set()
+        polled: set[int] = set()
+        self._busy_units.clear()
         for op in list(self._ops):
             unit = op.block.unit_id
             if not self.source.connected:
@@ -162,7 +175,10 @@ class BusPoller:
             if self.health.skip(unit, time.monotonic()):
                 self._mark(op, _COMM_FAIL, time.time())
                 continue
+            polled.add(unit)
             await self._read(op)
+        for unit in polled:
+            self.health.note_busy(unit, unit in self._busy_units)
         now = time.monotonic()
         for unit in sorted(link_failed):  # a line that stays down quarantines its devices too
             if not self.health.quarantined(unit):
@@ -172,16 +188,20 @@ class BusPoller:
         await self._emit(frame)
         return frame
 
-    async def _read(self, op: _ReadOp) -> None:
+    async def _read(self, op: ReadOp) -> None:
         unit = op.block.unit_id
         t_try = time.time()
         try:
-            raw = await self.source.read(op.block)
-        except (SourceTimeout, SourceFrameError) as exc:
+            raw = await self._request(op.block)
+        except SourceBusy as exc:
+            self._busy(op, t_try, exc)
+        except (SourceTimeout, SourceFrameError, SourceDeviceFailure) as exc:
             if isinstance(exc, SourceTimeout):
                 self.stats.timeouts += 1
-            else:
+            elif isinstance(exc, SourceFrameError):
                 self.stats.frame_errors += 1
+            else:
+                self.stats.device_failures += 1
             self._mark(op, _COMM_FAIL, t_try)
             self._changed(unit, self.health.failed(unit, time.monotonic()), str(exc))
         except SourceProtocolError as exc:
@@ -202,77 +222,74 @@ class BusPoller:
             if self._failing.get(op.block):
                 self._op_recovered(op)
 
-    def _store(self, op: _ReadOp, raw: RawBlock) -> None:
+    async def _request(self, block: Block) -> RawBlock:
+        """One read; a busy reply (exception 5/6) is retried after busy_delay, busy_retries
+        times at most (bounded within the cycle)."""
+        bus = self.plan.bus
+        for attempt in range(bus.busy_retries + 1):
+            try:
+                return await self.source.read(block)
+            except SourceBusy:
+                self.stats.busy_replies += 1
+                if attempt == bus.busy_retries:
+                    raise
+            await asyncio.sleep(bus.busy_delay)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _busy(self, op: ReadOp, t_try: float, exc: SourceBusy) -> None:
+        unit = op.block.unit_id
+        self.stats.busy_failures += 1
+        self._busy_units.add(unit)
+        self._mark(op, _BUSY, t_try)
+        self._changed(unit, self.health.answered(unit), "")  # busy is alive
+        self._op_failed(op, f"{exc} (still busy after {self.plan.bus.busy_retries} retries)")
+
+    def _store(self, op: ReadOp, raw: RawBlock) -> None:
         self._buffer[op.offset : op.offset + op.block.count] = raw.registers
         self._mark(op, np.uint8(0), raw.t_wall)
         self.stats.reads_ok += 1
 
-    def _mark(self, op: _ReadOp, q: np.uint8, t: float) -> None:
+    def _mark(self, op: ReadOp, q: np.uint8, t: float) -> None:
         self._q[op.pos] = q
         self._ts[op.pos] = t
 
-    def _sub_op(self, parent: _ReadOp, pos: npt.NDArray[np.intp]) -> _ReadOp:
-        addr = self.plan.point_address[pos]
-        first = int(addr.min())
-        count = int((addr + self.plan.point_width[pos]).max()) - first
-        blk = parent.block
-        return _ReadOp(
-            Block(blk.unit_id, blk.table, first, count),
-            parent.offset + first - blk.address,
-            pos,
-        )
+    def _outcome(self, op: ReadOp, result: RawBlock | SourceError) -> None:
+        """Store or mark the result of one request made while searching a refused block."""
+        if isinstance(result, RawBlock):
+            self._store(op, result)
+        elif isinstance(result, SourceBusy):
+            self._busy_units.add(op.block.unit_id)
+            self._mark(op, _BUSY, time.time())
+        elif isinstance(result, SourceProtocolError):
+            self._mark(op, _PROTOCOL, time.time())
+        else:
+            self._mark(op, _COMM_FAIL, time.time())
 
-    async def _split(self, op: _ReadOp, t_try: float) -> None:
-        """Bisect a block that got "illegal data address" down to the offending points."""
-        good: list[_ReadOp] = []
-        bad: list[int] = []
-        pending = [op.pos]
-        while pending:
-            pos = pending.pop()
-            sub = op if pos is op.pos else self._sub_op(op, pos)
-            if sub is not op:
-                try:
-                    raw = await self.source.read(sub.block)
-                except SourceProtocolError as exc:
-                    if exc.code != ILLEGAL_ADDRESS:
-                        self._mark(sub, _PROTOCOL, t_try)
-                        good.append(sub)
-                        continue
-                except SourceError:  # not decidable now: keep it as one request
-                    self._mark(sub, _COMM_FAIL, t_try)
-                    good.append(sub)
-                    continue
-                else:
-                    self._store(sub, raw)
-                    good.append(sub)
-                    continue
-            addrs = np.unique(self.plan.point_address[pos])
-            if len(addrs) == 1:  # one register (several bit fields share it)
-                bad.extend(int(i) for i in pos)
-                continue
-            mid = addrs[len(addrs) // 2]
-            left = pos[self.plan.point_address[pos] < mid]
-            right = pos[self.plan.point_address[pos] >= mid]
-            pending += [right, left]
+    async def _split(self, op: ReadOp, t_try: float) -> None:
+        """Find the points behind "illegal data address" in `op` (agent.source.split)."""
+        res = await BlockSplitter(self.plan, self._request, self._outcome).split(op)
+        self.stats.split_requests += res.requests
         i = self._ops.index(op)
-        self._ops[i : i + 1] = sorted(good, key=lambda o: o.block.address)
-        bad_pos = np.array(bad, dtype=np.intp)
+        self._ops[i : i + 1] = res.good
+        bad_pos = np.array(res.bad, dtype=np.intp)
         self._bad[bad_pos] = True
         self._q[bad_pos] = _PROTOCOL
         self._ts[bad_pos] = t_try
         names = ", ".join(
             f"{self.plan.point_keys[i]} ({op.block.table} {int(self.plan.point_address[i])})"
-            for i in sorted(bad)
+            for i in sorted(res.bad)
         )
         log.warning(
             "bus %r %s: illegal data address; point(s) %s marked bad and no longer read "
-            "(check table and address in the register map); the other %d point(s) are "
-            "read in %d request(s)",
+            "(check table and address in the register map, or declare the register in "
+            "holes); the other %d point(s) are read in %d request(s); %d extra request(s) "
+            "to find it",
             self.plan.bus.name,
             op.block.label,
             names or "(none: only the gap registers)",
-            len(op.pos) - len(bad),
-            len(good),
+            len(op.pos) - len(res.bad),
+            len(res.good),
+            res.requests,
         )
 
     def _changed(self, unit: int, change: str | None, reason: str) -> None:
@@ -349,7 +366,7 @@ class BusPoller:
         if self._on_link is not None:
             self._on_link(change)
 
-    def _op_failed(self, op: _ReadOp, reason: str) -> None:
+    def _op_failed(self, op: ReadOp, reason: str) -> None:
         n = self._failing[op.block] = self._failing.get(op.block, 0) + 1
         if n == 1:
             keys = tuple(self.plan.point_keys[int(i)] for i in op.pos)
@@ -361,7 +378,7 @@ class BusPoller:
                 reason,
             )
 
-    def _op_recovered(self, op: _ReadOp) -> None:
+    def _op_recovered(self, op: ReadOp) -> None:
         log.info(
             "bus %r %s recovered after %d failed cycles",
             self.plan.bus.name,

@@ -3,7 +3,9 @@
 A unit that fails `after` requests in a row (no answer or no valid reply, each after the
 bus's retries) is quarantined: the poller skips it, except for one probe request on a growing
 interval (`first`, doubling, capped at `cap`). Any answer (data or a Modbus exception: the
-device is alive) ends the quarantine. Pure state, no I/O and no clock of its own.
+device is alive) ends the quarantine. A unit whose request stayed busy (exception 5/6)
+through the cycle's retries is "degraded" until a cycle in which none did. Pure state, no
+I/O and no clock of its own.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class _Unit:
     quarantined: bool = False
     interval: float = 0.0
     next_probe: float = 0.0
+    degraded: bool = False
 
 
 class DeviceHealth:
@@ -61,6 +64,13 @@ class DeviceHealth:
             u.next_probe = now + u.interval
             return "lost"
         return None
+
+    def note_busy(self, unit: int, busy: bool) -> None:
+        """After a cycle that polled `unit`: whether a request of it stayed busy."""
+        self._u(unit).degraded = busy
+
+    def degraded(self, unit: int) -> bool:
+        return self._u(unit).degraded
 
     def probe_all_now(self, now: float) -> None:
         """After the line came back: probe every quarantined unit in the next cycle."""

@@ -18,8 +18,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Final
 
-from agent.store.outbox import Entry, Outbox, OutboxWriteError
-from agent.uplink.payload import encode_event
+from agent.store.outbox import Outbox
+from agent.store.records import Entry, OutboxWriteError, event_entry
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class StoreGuard:
     def _recovery_events(self) -> list[Entry]:
         now = time.time()
         out = [
-            encode_event(
+            event_entry(
                 "storage_recovered",
                 {"error": self.error, "since": round((self.failed_since or now) * 1000)},
                 now,
@@ -100,7 +100,7 @@ class StoreGuard:
         if self._lost:
             n, first, last = self._lost
             out.append(
-                encode_event(
+                event_entry(
                     "data_dropped",
                     {
                         "stream": "telemetry",

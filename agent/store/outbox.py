@@ -21,13 +21,15 @@ Contract:
   handed out again until `keep(batch)` (put back for retry) or `ack(batch)` (deleted).
   Leases live in memory. Several batches may be leased at once.
 - Consumers: `Outbox(..., consumers=("mqtt", "hebei"))` lets several uplinks drain the one
-  outbox, each with its own leases, live boundary and durable delivery progress. The first
-  consumer uses the methods above; the others use `consumer(name)`, a handle with the same
-  methods. An ack by one consumer records the rows as acknowledged by it (table `acked`);
-  a row is deleted only when every configured consumer has acknowledged it, so one uplink
-  being down neither blocks nor loses another's data. With one consumer (the default) acks
-  delete rows directly, as they always did. Removing a consumer from the configuration
-  forgets its progress at the next open (rows the others all acknowledged are deleted).
+  outbox, each with its own leases, live boundary and durable delivery progress; none is
+  special. `consumer(name)` is a handle with the consumer methods for that consumer; the
+  methods above, called without `consumer=`, act for the first configured consumer (a
+  convenience for an outbox with one consumer, named "default" unless given). An ack by one
+  consumer records the rows as acknowledged by it (table `acked`); a row is deleted only
+  when every configured consumer has acknowledged it, so one uplink being down neither
+  blocks nor loses another's data. With one consumer acks delete rows directly (a fast
+  path). Removing a consumer from the configuration forgets its progress at the next open
+  (rows the others all acknowledged are deleted).
 - Byte cap: after a put, while the live pages of the database exceed `max_bytes`, the oldest
   un-leased TELEMETRY rows are deleted (never alarm or event rows) until the database is
   under 90 % of the cap. The dropped records are counted persistently and reported, in the
@@ -53,8 +55,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
-from agent.store.sqlite import (
-    PRIMARY,
+from agent.store.records import (
+    DEFAULT_CONSUMER,
     STREAMS,
     Batch,
     Entry,
@@ -62,13 +64,14 @@ from agent.store.sqlite import (
     OutboxStats,
     OutboxWriteError,
     Row,
-    Store,
     Stream,
     event_body,
+    event_entry,
 )
+from agent.store.sqlite import Store
 
 __all__ = [
-    "PRIMARY",
+    "DEFAULT_CONSUMER",
     "STREAMS",
     "Batch",
     "Entry",
@@ -80,6 +83,7 @@ __all__ = [
     "Row",
     "Stream",
     "event_body",
+    "event_entry",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,7 +100,7 @@ class Outbox:
         max_bytes: int,
         *,
         sync_interval: float = 10.0,
-        consumers: tuple[str, ...] = (PRIMARY,),
+        consumers: tuple[str, ...] = (DEFAULT_CONSUMER,),
     ) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
@@ -104,9 +108,7 @@ class Outbox:
         self.consumers = self._store.consumers
         self._executor: ThreadPoolExecutor | None = None
         self._undeleted: list[Batch] = []  # acknowledged, still leased: the delete failed
-        self._data = asyncio.Event()  # the first consumer's wake-up
-        self._wakes = {c: asyncio.Event() for c in self.consumers[1:]}
-        self._wakes[self.consumers[0]] = self._data
+        self._wakes = {c: asyncio.Event() for c in self.consumers}  # each consumer's wake-up
 
     def consumer(self, name: str) -> OutboxConsumer:
         """The handle through which the consumer `name` drains this outbox."""
@@ -215,7 +217,7 @@ class Outbox:
     def keep(self, batch: Batch) -> None:
         """Put the batch back: its rows are handed out again by a later begin()."""
         self._store.release(batch, rewind=True)
-        self._wakes[batch.consumer].set()
+        self._wakes[batch.consumer or self.consumers[0]].set()
 
     async def wait_for_data(
         self,
@@ -272,4 +274,4 @@ class OutboxConsumer:
     async def pending(self) -> dict[str, int]:
         """Records per stream this consumer has not acknowledged yet."""
         stats = await self.outbox.stats()
-        return stats.pending_by_consumer.get(self.name, stats.pending_records)
+        return stats.pending_by_consumer[self.name]

@@ -1,9 +1,12 @@
 """Uplink stage: outbox batches -> the broker or a platform, acknowledged, in order per stream.
 
-Contract: `contract.Uplink` is what every transport implements (send returns only after the
-far end's acknowledgement, or raises); `forwarder` drives an uplink from its own outbox
-cursor (batching, in-flight window, backoff, acknowledgement); `payload` encodes the
-versioned JSON messages (docs/payloads.md); `mqtt` is the only module that imports aiomqtt;
-`platforms/` holds the provincial and ministry HTTP profiles. Uplinks import core types, the
-store's public API and their own modules; never the source, the rules or the service.
+Contract: `contract` states what an uplink supplies (an Uplink transport whose send returns
+only after the far end's acknowledgement, a Codec from batches to messages, a Policy) and
+what the one loop guarantees; `forwarder.Forwarder` is that loop, driving every uplink (MQTT
+and each platform alike) from its own outbox consumer (batching, in-flight window, backoff,
+acknowledgement, live-vs-backlog, alarms first); `payload` encodes the versioned JSON
+messages (docs/payloads.md) and the MQTT codec; `mqtt` is the only module that imports
+aiomqtt; `platforms/` holds the provincial and ministry HTTP profiles and their codec.
+Uplinks import core types, the store's public API and their own modules; never the source,
+the rules or the service.
 """

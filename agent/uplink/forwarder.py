@@ -1,33 +1,39 @@
-"""Drains the outbox into an uplink: alarms first, live before backlog, batched, pipelined.
+"""The one forwarding loop: drains one outbox consumer into one uplink, for MQTT and platforms.
 
-The uplink contract is in agent.uplink.contract (implemented by agent.uplink.mqtt.MqttUplink).
+An uplink is a transport, a codec and a policy (agent.uplink.contract states what each
+must do and what the loop guarantees). The loop:
 
-- Order: the outbox hands out alarms, then events, then live telemetry (stored after the
-  current connection came up), then backlog telemetry. Backlog goes out at most at
-  `spec.backlog_rate` records/s (a token bucket; 0 = unlimited), so after an outage the
-  live stream stays current while the backlog drains beside it. Messages built from rows
-  stored before the connection carry backfill=true.
-- Pipelining: up to `spec.max_inflight` messages await their acknowledgement at once; the
-  rows of a message are deleted only after its own acknowledgement.
-- Delivery is at-least-once: when the link fails, every unacknowledged batch is kept and
-  sent again (same seq numbers). Duplicates are bounded by the in-flight window:
-  max_inflight * max_records_per_message records per failure or crash.
+- Order: the outbox hands out alarms, then events, then telemetry. Unless the policy is
+  `ordered`, telemetry stored after the current connection came up (live) goes before
+  older telemetry (backlog), and backlog goes out at most at `backlog_rate` records/s (a
+  token bucket; 0 = unlimited), so after an outage the live stream stays current while the
+  backlog drains beside it. Messages built from rows stored before the connection carry
+  backfill=true.
+- Pipelining: up to `max_inflight` messages await their acknowledgement at once; a batch's
+  rows are acked in the outbox only after every message of it was acknowledged.
+- Failure: any UplinkError drops the link; every unacknowledged batch is kept and sent
+  again (same seq numbers) after a reconnect with backoff (agent.core.backoff, reset after
+  a stable session). Duplicates are bounded by the in-flight window: max_inflight messages
+  per failure or crash.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from agent.core.backoff import Backoff
 from agent.core.model import SiteSpec, UplinkSpec
-from agent.store.outbox import Batch, Outbox
-from agent.uplink.contract import Uplink, UplinkError
-from agent.uplink.payload import build_message
+from agent.store.outbox import Batch, Outbox, OutboxConsumer
+from agent.uplink.contract import Codec, Message, Policy, Uplink, UplinkError
+from agent.uplink.payload import MqttCodec
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +58,16 @@ def honour_cancel() -> None:
 
 @dataclass(slots=True)
 class ForwarderStats:
-    messages: int = 0  # messages acknowledged by the upstream
-    records: int = 0  # records in those messages
-    acked_rows: int = 0  # outbox rows deleted after an ack
+    messages: int = 0  # messages (requests) acknowledged by the upstream
+    items: int = 0  # items in those messages (MQTT: records; platforms: their items)
+    records: int = 0  # outbox records acknowledged
+    acked_rows: int = 0  # outbox rows acknowledged
     published: int = 0  # messages handed to the uplink (acknowledged or not)
-    published_records: int = 0
+    published_records: int = 0  # items in them
     backfill_records: int = 0  # acknowledged records sent as backfill
     connects: int = 0  # successful connections
     reconnects: int = 0  # connection attempts after a failure
-    failures: int = 0  # failed connects and publishes
+    failures: int = 0  # failed connects and sends
     last_error: str = ""
     connected: bool = False
     last_progress: float = 0.0  # monotonic: the loop's last turn (read by the systemd watchdog)
@@ -94,40 +101,48 @@ class TokenBucket:
         return 0.0 if self.rate <= 0 or self.tokens > 0 else -self.tokens / self.rate
 
 
+@dataclass(slots=True)
+class _Slot:
+    """A leased batch and how many of its messages still await their acknowledgement."""
+
+    batch: Batch
+    left: int
+    done: bool = field(default=False)
+
+
 class Forwarder:
-    """One consumer of an outbox, sending to one uplink until cancelled."""
+    """One outbox consumer, sent through one uplink until cancelled (see the module docstring)."""
 
     def __init__(
         self,
-        outbox: Outbox,
+        source: Outbox | OutboxConsumer,
         uplink: Uplink,
-        site: SiteSpec,
-        spec: UplinkSpec,
+        codec: Codec,
+        policy: Policy,
         *,
-        topic: Callable[[str], str] | None = None,
-        clock_synced: Callable[[], bool] = lambda: True,
-        stable_after: float = 30.0,
+        labels: dict[str, Any] | None = None,
     ) -> None:
-        self.outbox = outbox
-        self.uplink = uplink
-        self.site = site
-        self.spec = spec
-        self._topic = topic or self._default_topic
-        self._clock_synced = clock_synced
-        self.backoff = Backoff(spec.backoff_base, spec.backoff_cap, stable_after)
-        self.backlog = TokenBucket(spec.backlog_rate, max(spec.backlog_rate, 1.0))
+        if isinstance(source, Outbox):
+            source = source.consumer(source.consumers[0])
+        self.consumer = source
+        self.uplink, self.codec, self.policy = uplink, codec, policy
+        self.labels = labels or {}  # extra fields of this uplink's health entry
+        self.backoff = Backoff(policy.backoff_base, policy.backoff_cap, policy.stable_after)
+        self.backlog = TokenBucket(policy.backlog_rate, max(policy.backlog_rate, 1.0))
         self.stats = ForwarderStats()
+        self._open = False  # connect() succeeded and no failure since
         self._down_since: float | None = None  # monotonic time of the first failure in a row
         # a failed publish_side: an idle drain loop (nothing stored, e.g. the disk is full)
         # would not notice the dead link otherwise, so the health messages would stop for good
         self._side_error: UplinkError | None = None
 
-    def _default_topic(self, stream: str) -> str:
-        site = self.site
-        return f"{self.spec.topic_prefix}/{site.enterprise_code}/{site.gateway_id}/{stream}"
+    @property
+    def name(self) -> str:
+        """The consumer name: this uplink's name in the outbox, health and status."""
+        return self.consumer.name
 
     async def publish_side(self, topic: str, payload: bytes) -> bool:
-        """Publish a message that is not stored (e.g. health) if connected; False if not sent."""
+        """Send a message that is not stored (e.g. health) if connected; False if not sent."""
         if not self.stats.connected:
             return False
         try:
@@ -145,20 +160,20 @@ class Forwarder:
                 self.stats.last_progress = time.monotonic()
                 if await self._connect():
                     try:
-                        first = self.stats.connects == 1
-                        await self.outbox.set_live_boundary(
-                            time.time() - LIVE_GRACE if first else None
-                        )
+                        if not self.policy.ordered:
+                            first = self.stats.connects == 1
+                            live = time.time() - LIVE_GRACE if first else None
+                            await self.consumer.set_live_boundary(live)
                         await self._drain()
                     except UplinkError as exc:
                         self._failed(exc)
-                        self.stats.connected = False
                         await self.uplink.close(clean=False)
                 await asyncio.sleep(self.backoff.next_delay())
                 self.stats.reconnects += 1
         except asyncio.CancelledError:
-            if self.stats.connected:
-                self.stats.connected = False
+            self.stats.connected = False
+            if self._open:
+                self._open = False
                 await self.uplink.close(clean=True)
             raise
 
@@ -169,113 +184,206 @@ class Forwarder:
             self._failed(exc)
             await self.uplink.close(clean=False)
             return False
-        self.backoff.connected()
+        self._open = True
         self._side_error = None
         self.stats.connects += 1
+        if self.policy.connect_confirms:
+            self._up()
+        return True
+
+    def _up(self) -> None:
+        """The link is proven (connected, or a first acknowledgement)."""
+        self.backoff.connected()
         self.stats.connected = True
         if self._down_since is not None:
             log.info(
-                "uplink %s is back after %.0f s; sending the backlog",
+                "uplink %s (%s) is back after %.0f s; sending the backlog",
+                self.name,
                 self.uplink.target,
                 time.monotonic() - self._down_since,
             )
             self._down_since = None
         elif self.stats.connects == 1:
-            log.info("uplink %s connected", self.uplink.target)
-        return True
+            log.info("uplink %s (%s) connected", self.name, self.uplink.target)
 
     def _failed(self, exc: UplinkError) -> None:
+        self._open = False
+        self.stats.connected = False
         self.stats.failures += 1
         self.stats.last_error = str(exc)
         if self._down_since is None:
             self._down_since = time.monotonic()
             log.warning("uplink down: %s; data is kept in the outbox and retried", exc)
         else:
-            log.debug("uplink still down: %s", exc)
+            log.debug("uplink %s still down: %s", self.name, exc)
 
     async def _drain(self) -> None:
         """Send until the link fails (UplinkError); unacknowledged batches are kept."""
-        inflight: dict[asyncio.Task[None], Batch] = {}
-        spec = self.spec
+        inflight: dict[asyncio.Task[None], _Slot] = {}
+        queue: deque[tuple[_Slot, Message]] = deque()  # encoded, not yet sent
+        leased: list[_Slot] = []
+        window = max(1, self.policy.max_inflight)
         try:
             while True:
                 honour_cancel()
                 self.stats.last_progress = time.monotonic()
                 if self._side_error is not None:
                     raise self._side_error
-                await self._reap(inflight, block=len(inflight) >= spec.max_inflight)
-                batch = await self.outbox.begin(
-                    spec.max_records_per_message,
-                    spec.max_bytes_per_message,
-                    backlog=self.backlog.ready(),
-                )
-                if batch is None:
-                    await self._idle(inflight)
+                await self._reap(inflight, block=len(inflight) >= window)
+                leased = [s for s in leased if not s.done]
+                if len(inflight) >= window:
                     continue
-                if batch.backfill and batch.stream == "telemetry":
-                    self.backlog.take(batch.records)
-                try:
-                    message = build_message(
-                        self.site,
-                        batch,
-                        backfill=batch.backfill,
-                        clock_synced=self._clock_synced(),
-                    )
-                except BaseException:
-                    self.outbox.keep(batch)
-                    raise
-                task = asyncio.create_task(
-                    self.uplink.publish(self._topic(batch.stream), message),
-                    name=f"publish:{batch.stream}",
-                )
-                inflight[task] = batch
-                self.stats.published += 1
-                self.stats.published_records += batch.records
+                if queue:
+                    slot, msg = queue.popleft()
+                    self._send(inflight, slot, msg)
+                    continue
+                slot_or_none = await self._next(inflight)
+                if slot_or_none is not None:
+                    slot, msgs = slot_or_none
+                    leased.append(slot)
+                    queue.extend((slot, m) for m in msgs)
         finally:
             for task in inflight:
                 task.cancel()
             await asyncio.gather(*inflight, return_exceptions=True)
-            for batch in inflight.values():
-                self.outbox.keep(batch)
+            for slot in leased:
+                if not slot.done:
+                    self.consumer.keep(slot.batch)
 
-    async def _reap(self, inflight: dict[asyncio.Task[None], Batch], *, block: bool) -> None:
-        """Ack the batches whose publish completed; raise the first publish failure."""
+    async def _next(
+        self, inflight: dict[asyncio.Task[None], _Slot]
+    ) -> tuple[_Slot, list[Message]] | None:
+        """Lease and encode the next batch; None when there was nothing (after a wait)."""
+        p = self.policy
+        batch = await self.consumer.begin(p.max_records, p.max_bytes, backlog=self.backlog.ready())
+        if batch is None:
+            await self._idle(inflight)
+            return None
+        if batch.backfill and batch.stream == "telemetry":
+            self.backlog.take(batch.records)
+        try:
+            msgs = list(self.codec.encode(batch))
+        except BaseException:
+            self.consumer.keep(batch)
+            raise
+        slot = _Slot(batch, len(msgs))
+        if not msgs:  # nothing this uplink sends for it
+            await self._acked([slot])
+        return slot, msgs
+
+    def _send(self, inflight: dict[asyncio.Task[None], _Slot], slot: _Slot, msg: Message) -> None:
+        task = asyncio.create_task(
+            self.uplink.publish(msg.topic, msg.payload), name=f"send:{self.name}:{msg.topic}"
+        )
+        task.add_done_callback(functools.partial(self._count, msg))
+        inflight[task] = slot
+        self.stats.published += 1
+        self.stats.published_records += msg.items
+
+    def _count(self, msg: Message, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self.stats.messages += 1
+            self.stats.items += msg.items
+
+    async def _reap(self, inflight: dict[asyncio.Task[None], _Slot], *, block: bool) -> None:
+        """Ack the batches whose messages all completed; raise the first send failure."""
         if block and inflight:
             await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
         done = [t for t in inflight if t.done()]
         if not done:
             return
-        ok = [t for t in done if not t.cancelled() and t.exception() is None]
-        batches = [inflight.pop(t) for t in ok]
-        if batches:
-            await self.outbox.ack(*batches)
-            for b in batches:
-                self.stats.messages += 1
-                self.stats.records += b.records
-                self.stats.acked_rows += len(b.rows)
-                if b.backfill:
-                    self.stats.backfill_records += b.records
+        complete: list[_Slot] = []
+        for t in done:
+            if t.cancelled() or t.exception() is not None:
+                continue
+            slot = inflight.pop(t)
+            slot.left -= 1
+            if slot.left == 0:
+                complete.append(slot)
+        if complete:
+            await self._acked(complete)
         for t in done:
             if t in inflight:  # failed: the finally of _drain keeps its batch
                 exc = t.exception() if not t.cancelled() else None
-                if isinstance(exc, UplinkError):
-                    raise exc
                 if exc is not None:
                     raise exc
-                raise UplinkError("a publish was cancelled")
+                raise UplinkError(f"a send to {self.name} was cancelled")
 
-    async def _idle(self, inflight: dict[asyncio.Task[None], Batch]) -> None:
+    async def _acked(self, slots: list[_Slot]) -> None:
+        await self.consumer.ack(*(s.batch for s in slots))
+        if not self.stats.connected:
+            self._up()
+        for s in slots:
+            s.done = True
+            b = s.batch
+            self.codec.acked(b)
+            self.stats.records += b.records
+            self.stats.acked_rows += len(b.rows)
+            if b.backfill:
+                self.stats.backfill_records += b.records
+
+    async def _idle(self, inflight: dict[asyncio.Task[None], _Slot]) -> None:
         """Nothing to send now: wait for a put, an acknowledgement, or backlog tokens."""
         timeout = IDLE_WAIT
         if not self.backlog.ready():
             timeout = min(timeout, max(self.backlog.wait_time(), 0.001))
         if not inflight:
-            await self.outbox.wait_for_data(timeout)
+            await self.consumer.wait_for_data(timeout)
             return
-        waiter = asyncio.ensure_future(self.outbox.wait_for_data(timeout))
+        waiter = asyncio.ensure_future(self.consumer.wait_for_data(timeout))
         try:
             await asyncio.wait([*inflight, waiter], return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await waiter
+
+    def snapshot(self, pending: dict[str, int]) -> dict[str, Any]:
+        """This uplink's entry in the health snapshot's "uplinks"."""
+        s = self.stats
+        return {
+            **self.labels,
+            "target": self.uplink.target,
+            "connected": s.connected,
+            "requests": s.messages,
+            "items": s.items,
+            "acknowledged_records": s.records,
+            "pending": pending,
+            "pending_records": sum(pending.values()),
+            "failures": s.failures,
+            "retries": s.reconnects,
+            "last_error": s.last_error or None,
+        }
+
+
+def mqtt_policy(spec: UplinkSpec, stable_after: float = 30.0) -> Policy:
+    """The MQTT uplink's loop parameters: a window of in-flight PUBACKs, live before backlog."""
+    return Policy(
+        max_records=spec.max_records_per_message,
+        max_bytes=spec.max_bytes_per_message,
+        max_inflight=spec.max_inflight,
+        ordered=False,
+        backlog_rate=spec.backlog_rate,
+        backoff_base=spec.backoff_base,
+        backoff_cap=spec.backoff_cap,
+        stable_after=stable_after,
+    )
+
+
+def mqtt_forwarder(
+    source: Outbox | OutboxConsumer,
+    uplink: Uplink,
+    site: SiteSpec,
+    spec: UplinkSpec,
+    *,
+    topic: Callable[[str], str] | None = None,
+    clock_synced: Callable[[], bool] = lambda: True,
+    stable_after: float = 30.0,
+) -> Forwarder:
+    """The forwarder of the MQTT uplink: one versioned JSON message per batch."""
+
+    def default_topic(stream: str) -> str:
+        return f"{spec.topic_prefix}/{site.enterprise_code}/{site.gateway_id}/{stream}"
+
+    codec = MqttCodec(site, topic or default_topic, clock_synced)
+    return Forwarder(source, uplink, codec, mqtt_policy(spec, stable_after))

@@ -26,29 +26,32 @@ __all__ = ["MqttUplink", "UplinkError", "tls_context"]
 
 log = logging.getLogger(__name__)
 
+DROP_WAIT = 1.0  # seconds a dropped or failed connection may take to end
+# aiomqtt/paho log here; their errors reach us as exceptions (translated below), so only
+# errors are logged (not e.g. aiomqtt's "Could not gracefully disconnect" after a drop)
+_CLIENT_LOG = logging.getLogger("agent.uplink.mqtt.client")
+_CLIENT_LOG.setLevel(logging.ERROR)
+
+CONSUMER = "mqtt"  # the MQTT uplink's outbox consumer name (and its key in health "uplinks")
+
 _ERRNO = re.compile(r"^\[Errno -?\d+\]\s*")
 
 
-def _close_sockets_in(exc: BaseException) -> None:
-    """Close sockets that paho left open when its connect failed.
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """An SSLSocket that closes itself when its handshake fails.
 
-    When a TLS handshake fails inside paho's `_create_socket`, paho raises without closing
-    the socket it just wrapped; the socket then lives on in the traceback and is only
-    finalised (with a ResourceWarning) whenever the error is collected. Each failed attempt
-    would hold a file descriptor until then, so close them here.
+    paho wraps the TCP socket with do_handshake_on_connect=False and calls do_handshake()
+    itself; when that raises, paho drops the socket without closing it, so each failed TLS
+    attempt would hold a file descriptor until the garbage collector finalises it (with a
+    ResourceWarning). `SSLContext.sslsocket_class` (public, documented) installs this class.
     """
-    seen: set[int] = set()
-    chain: BaseException | None = exc
-    while chain is not None and id(chain) not in seen:
-        seen.add(id(chain))
-        tb = chain.__traceback__
-        while tb is not None:
-            for value in list(tb.tb_frame.f_locals.values()):
-                if isinstance(value, socket.socket):
-                    with contextlib.suppress(OSError):
-                        value.close()
-            tb = tb.tb_next
-        chain = chain.__cause__ or chain.__context__
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
 
 
 def tls_context(spec: UplinkSpec) -> ssl.SSLContext | None:
@@ -68,6 +71,12 @@ def tls_context(spec: UplinkSpec) -> ssl.SSLContext | None:
                 f"cannot load the client certificate uplink.cert_file {tls.cert_file} with "
                 f"uplink.key_file {tls.key_file}: {exc}"
             ) from exc
+    return ctx
+
+
+def _closing(ctx: ssl.SSLContext | None) -> ssl.SSLContext | None:
+    if ctx is not None:
+        ctx.sslsocket_class = _ClosingSSLSocket
     return ctx
 
 
@@ -91,7 +100,7 @@ class MqttUplink:
             f"{spec.topic_prefix}/{site.enterprise_code}/{site.gateway_id}/status"
         )
         self.version = version
-        self._tls = tls if tls is not None else tls_context(spec)
+        self._tls = _closing(tls if tls is not None else tls_context(spec))
         creds = spec.credentials
         self._username = username if username is not None else (creds.username if creds else None)
         self._password = password if password is not None else (creds.password if creds else None)
@@ -129,26 +138,25 @@ class MqttUplink:
             max_inflight_messages=self.spec.max_inflight,
             max_queued_outgoing_messages=self.spec.max_inflight + 10,  # + side messages
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            logger=_CLIENT_LOG,
         )
-        self._client = client
         try:
             await client.__aenter__()
         except aiomqtt.MqttError as exc:
-            self._drop()
-            _close_sockets_in(exc)
+            if not isinstance(exc.__context__, OSError):  # a socket is open: end it
+                await self._end(client)
             raise UplinkError(self._explain_connect(exc)) from exc
         except OSError as exc:  # e.g. a TLS handshake failure raised past aiomqtt
-            self._drop()
-            _close_sockets_in(exc)
             raise UplinkError(self._explain_os(exc)) from exc
         except BaseException:  # cancelled mid-handshake: leave no half-open socket behind
-            self._drop()
+            await self._end(client)
             raise
+        self._client = client
         status = build_status(self.site, "online", version=self.version, reason="connected")
         try:
             await self._publish(self.status_topic, status, retain=True)
         except BaseException:
-            self._drop()
+            await self._drop()
             raise
 
     async def publish(self, topic: str, payload: bytes) -> None:
@@ -156,23 +164,23 @@ class MqttUplink:
         await self._publish(topic, payload, retain=False)
 
     async def close(self, *, clean: bool) -> None:
-        """clean: retained "offline" goodbye + DISCONNECT; else drop the socket (will fires)."""
+        """clean: retained "offline" goodbye + DISCONNECT; else give up on the link (`_drop`)."""
         client = self._client
         if client is None:
             return
         if not clean:
-            self._drop()
+            await self._drop()
             return
+        self._client = None
         try:
             status = build_status(self.site, "offline", version=self.version, reason="shutdown")
             await client.publish(
                 self.status_topic, status, qos=1, retain=True, timeout=self.spec.publish_timeout
             )
             await client.__aexit__(None, None, None)
-            self._client = None
         except (aiomqtt.MqttError, OSError) as exc:
             log.info("could not say goodbye to MQTT broker %s: %s", self._where, exc)
-            self._drop()
+            await self._end(client)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -191,22 +199,31 @@ class MqttUplink:
         except aiomqtt.MqttError as exc:
             raise UplinkError(self._explain_publish(exc)) from exc
 
-    def _drop(self) -> None:
-        """Close the socket without DISCONNECT (the broker then publishes the will)."""
+    async def _drop(self) -> None:
+        """Give up on a link that failed, through aiomqtt's public API only.
+
+        aiomqtt has no public way to close the socket without a DISCONNECT (which makes the
+        broker discard the will), so the "offline" status the will carries (reason "lost")
+        is published here first, QoS 0 and retained, then the client exits (DISCONNECT).
+        On a dead link neither gets through and the broker fires the will itself when it
+        notices; on a stalled one (a frozen broker) both are queued behind the unacked
+        messages and take effect when it resumes. Waits at most DROP_WAIT seconds.
+        """
         client, self._client = self._client, None
         if client is None:
             return
-        paho = client._client
-        with contextlib.suppress(Exception):
-            paho._sock_close()
-        # Mark the aiomqtt client finished and consume a stored error, so that asyncio never
-        # logs "Future exception was never retrieved" for a connection we gave up on.
-        for fut in (client._connected, client._disconnected):
-            if fut.done():
-                if not fut.cancelled():
-                    fut.exception()
-            else:
-                fut.cancel()
+        lost = build_status(self.site, "offline", version=self.version, reason="lost")
+        with contextlib.suppress(aiomqtt.MqttError, OSError):
+            # also retrieves the disconnection error aiomqtt keeps (no "never retrieved")
+            await client.publish(self.status_topic, lost, qos=0, retain=True, timeout=DROP_WAIT)
+        await self._end(client)
+
+    @staticmethod
+    async def _end(client: aiomqtt.Client) -> None:
+        """Exit the client (DISCONNECT if the socket is up; paho then closes it), bounded."""
+        with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
+            async with asyncio.timeout(DROP_WAIT):
+                await client.__aexit__(None, None, None)
 
     def _explain_os(self, exc: OSError) -> str:
         where = self._where
@@ -241,7 +258,16 @@ class MqttUplink:
         text = _ERRNO.sub("", str(exc)).strip() or type(exc).__name__
         if text == "Operation timed out":
             limit = self.spec.publish_timeout
-            return f"cannot reach MQTT broker {where}: no CONNACK within {limit:g} s"
+            hint = ""
+            tls = self.spec.tls
+            if tls is not None and tls.cert_file is None:
+                # TLS 1.3: a broker that requires a client certificate drops the session after
+                # the handshake, and the client sees no CONNACK rather than a TLS error
+                hint = (
+                    "; the TLS session has no client certificate: if the broker requires one, "
+                    "set uplink.cert_file/key_file"
+                )
+            return f"cannot reach MQTT broker {where}: no CONNACK within {limit:g} s{hint}"
         if "Name or service not known" in text or "not known" in text:
             return f"cannot reach MQTT broker {where}: host name not found"
         return f"cannot reach MQTT broker {where}: {text[:1].lower() + text[1:]}"

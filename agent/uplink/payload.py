@@ -7,14 +7,15 @@ seq ranges when a batch is sent. docs/payloads.md documents every field.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Literal
 
 import numpy as np
 import orjson
 
 from agent.core.model import AlarmEvent, Frame, PointSpec, SiteSpec
-from agent.store.outbox import Batch, Entry, Row, event_body
+from agent.store.outbox import Batch, Entry, Row, event_entry
+from agent.uplink.contract import Message
 
 WIRE_VERSION: Final = 1
 TELEMETRY_COLUMNS: Final = ("point", "device", "key", "ts", "value", "quality", "unit")
@@ -54,8 +55,7 @@ def encode_alarms(events: Sequence[AlarmEvent]) -> Entry:
 
 def encode_event(kind: str, data: dict[str, Any], ts: float | None = None) -> Entry:
     """One gateway event (e.g. "clock_jump", "data_dropped") as an event-stream entry."""
-    now = time.time() if ts is None else ts
-    return Entry("event", 1, event_body(kind, data, now), now)
+    return event_entry(kind, data, ts)
 
 
 def build_message(
@@ -174,3 +174,21 @@ def _merge_objects(batch: Batch) -> list[dict[str, Any]]:
         for i, item in enumerate(items):
             out.append({"seq": row.seq_first + i, **item})
     return out
+
+
+class MqttCodec:
+    """The MQTT uplink's codec (agent.uplink.contract.Codec): one message per batch."""
+
+    def __init__(
+        self, site: SiteSpec, topic: Callable[[str], str], clock_synced: Callable[[], bool]
+    ) -> None:
+        self.site, self.topic, self.clock_synced = site, topic, clock_synced
+
+    def encode(self, batch: Batch) -> list[Message]:
+        body = build_message(
+            self.site, batch, backfill=batch.backfill, clock_synced=self.clock_synced()
+        )
+        return [Message(self.topic(batch.stream), body, batch.records)]
+
+    def acked(self, batch: Batch) -> None:
+        """Nothing to commit: a message depends only on its batch."""

@@ -15,11 +15,6 @@ from tests.source_field import Field, SerialField, TcpField
 DEADLINE = 5.0  # upper bound for any awaited condition; tests pass far sooner
 KINDS = ("tcp", "rtu", "rtu_tcp")
 
-# pymodbus's own RTU slave answers in 1-2 ms, sooner than the wire time of request and reply
-# at the line's baud, and today's RTU master drops such replies as stale ones on a serial port.
-ISSUE_11 = pytest.mark.xfail(strict=True, reason="issue 11: fast RTU replies")
-KINDS_ISSUE_11 = ("tcp", pytest.param("rtu", marks=ISSUE_11), "rtu_tcp")
-
 
 @pytest.fixture(params=KINDS)
 async def field(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Field]:

@@ -22,7 +22,7 @@ import pytest
 from agent.core.backoff import Backoff
 from agent.core.model import AlarmEvent, Frame, PointSpec, SiteSpec, Transition, UplinkSpec
 from agent.store.outbox import Outbox
-from agent.uplink.forwarder import Forwarder, honour_cancel
+from agent.uplink.forwarder import Forwarder, honour_cancel, mqtt_forwarder
 from agent.uplink.mqtt import MqttUplink, UplinkError
 from agent.uplink.payload import encode_alarms, encode_telemetry
 from firmware_sim.harness import Broker, free_port
@@ -225,7 +225,7 @@ async def test_records_arrive_alarms_first_with_online_status(
     await outbox.put([encode_alarms([alarm("raise"), alarm("clear")])])
     async with running(col.run()):
         await asyncio.wait_for(col.ready.wait(), 10)
-        fwd = Forwarder(outbox, MqttUplink(spec(broker.port), SITE), SITE, spec(broker.port))
+        fwd = mqtt_forwarder(outbox, MqttUplink(spec(broker.port), SITE), SITE, spec(broker.port))
         async with running(fwd.run()):
             await eventually(lambda: len(col.seqs("telemetry")) == 150, 10, "150 records")
             await eventually(lambda: fwd.stats.records == 152, 10, "the last acks")
@@ -252,7 +252,7 @@ CHILD = """
 import asyncio, sys
 from pathlib import Path
 from agent.core.backoff import Backoff
-from agent.uplink.forwarder import Forwarder, honour_cancel
+from agent.uplink.forwarder import honour_cancel, mqtt_forwarder
 from agent.core.model import SiteSpec, UplinkSpec
 from agent.uplink.mqtt import MqttUplink
 from agent.store.outbox import Outbox
@@ -262,7 +262,7 @@ async def main() -> None:
     await box.open()
     site = SiteSpec("E100", "gw-1")
     spec = UplinkSpec("127.0.0.1", int(sys.argv[1]), "dust", "gw-1", keepalive=5)
-    await Forwarder(box, MqttUplink(spec, site), site, spec).run()
+    await mqtt_forwarder(box, MqttUplink(spec, site), site, spec).run()
 
 asyncio.run(main())
 """
@@ -306,7 +306,7 @@ async def test_broker_outage_loses_nothing_and_leaves_no_gap(
     col = Collector(broker.port)
     prod = Producer(outbox)
     up = spec(broker.port)
-    fwd = Forwarder(outbox, GatedUplink(col.ready, up), SITE, up)
+    fwd = mqtt_forwarder(outbox, GatedUplink(col.ready, up), SITE, up)
     async with running(col.run()):
         await asyncio.wait_for(col.ready.wait(), 10)
         async with running(fwd.run()), running(prod.run()) as producing:
@@ -332,7 +332,7 @@ async def test_frozen_broker_detected_by_publish_timeout_and_recovered(
     col = Collector(broker.port)
     prod = Producer(outbox)
     up = spec(broker.port, publish_timeout=0.5)
-    fwd = Forwarder(outbox, MqttUplink(up, SITE), SITE, up)
+    fwd = mqtt_forwarder(outbox, MqttUplink(up, SITE), SITE, up)
     async with running(col.run()), running(fwd.run()), running(prod.run()) as producing:
         await eventually(lambda: len(col.seqs("telemetry")) >= 100, 10, "live records")
         await asyncio.to_thread(broker.freeze)

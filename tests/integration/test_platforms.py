@@ -20,11 +20,11 @@ import pytest
 from agent.core.model import Frame
 from agent.core.platformspec import PlatformSpec
 from agent.store.outbox import Outbox
-from agent.uplink.forwarder import Forwarder
+from agent.uplink.forwarder import Forwarder, mqtt_forwarder
 from agent.uplink.mqtt import MqttUplink
 from agent.uplink.payload import encode_alarms, encode_telemetry
 from agent.uplink.platforms import hebei, mem
-from agent.uplink.platforms.forwarder import PlatformForwarder, make_platform_forwarder
+from agent.uplink.platforms.forwarder import make_platform_forwarder
 from agent.uplink.platforms.http import HttpUplink, PlatformRefused
 from agent.uplink.platforms.receiver import Receiver
 from firmware_sim.harness import Broker
@@ -132,7 +132,7 @@ def receiver() -> Any:
         rec.stop()
 
 
-def platform(box: Outbox, rec: Receiver, sp: PlatformSpec | None = None) -> PlatformForwarder:
+def platform(box: Outbox, rec: Receiver, sp: PlatformSpec | None = None) -> Forwarder:
     return make_platform_forwarder(box.consumer("hebei"), sp or hebei_spec(rec.url))
 
 
@@ -185,7 +185,7 @@ async def test_receiver_outage_loses_nothing_while_mqtt_keeps_flowing(
 ) -> None:
     col = Collector(broker.port)
     up = spec(broker.port)
-    fwd = Forwarder(box, MqttUplink(up, SITE), SITE, up)
+    fwd = mqtt_forwarder(box, MqttUplink(up, SITE), SITE, up)
     pf = platform(box, receiver)
     produced = 0
     stop = asyncio.Event()
@@ -272,9 +272,11 @@ async def test_rehearse_command(tmp_path: Path) -> None:
         up = HttpUplink(sp, hebei.seal)
         await up.connect()
         item = {"tnm": "P0", "ts": "2024-05-01 12:00:00", "val": "27.20"}
-        await up.publish("rtsData", orjson.dumps([item]))
+        doc = {"qybm": "130100000001", "data": {"rts": [item]}}  # the document's shape
+        await up.publish("rtsData", orjson.dumps(doc))
+        bad = {**doc, "data": {"rts": [{**item, "ts": "2024-05-01T12:00"}]}}
         with pytest.raises(PlatformRefused, match=r"code 400 .*item 0\.ts"):
-            await up.publish("rtsData", orjson.dumps([{**item, "ts": "2024-05-01T12:00"}]))
+            await up.publish("rtsData", orjson.dumps(bad))
         await up.close(clean=True)
         proc.wait_log(r"rtsData: 1 item\(s\), answered code 200: tnm=P0 ts=2024-05-01 12:00:00")
         proc.wait_log(r"rtsData: REFUSED code 400")

@@ -16,14 +16,14 @@ import pytest
 from agent.core.backoff import Backoff
 from agent.core.model import BusSpec, DataType, Frame, PointSpec, Quality, WordOrder
 from agent.source.plan import compile_plan
-from agent.source.poller import BusPoller, LinkChange
+from agent.source.poller import BusPoller, DeviceChange, LinkChange
 from drivers.base import SourceLinkError, Table
 from drivers.modbus_tcp import ModbusTcpSource
 from tests.factories import point
 from tests.modbus_server import ModbusTestServer
 
 DEADLINE = 10.0  # generous upper bound for any condition; tests pass far sooner
-GOOD, COMM, PROTO = 0, int(Quality.COMM_FAIL), int(Quality.PROTOCOL)
+GOOD, COMM, PROTO, BUSY = 0, int(Quality.COMM_FAIL), int(Quality.PROTOCOL), int(Quality.BUSY)
 
 
 def pt(
@@ -131,6 +131,7 @@ async def running(
     poll: float = 0.05,
     clock_synced: Callable[[], bool] = lambda: True,
     on_link: Callable[[LinkChange], None] | None = None,
+    on_device: Callable[[DeviceChange], None] | None = None,
 ) -> AsyncIterator[tuple[BusPoller, Frames]]:
     bus = BusSpec("line", "tcp", "127.0.0.1", port, bus_timeout, 0, poll)
     (plan,) = compile_plan(points, [bus])
@@ -143,6 +144,7 @@ async def running(
         clock_synced=clock_synced,
         backoff=Backoff(base=0.05, cap=0.2, stable_after=1.0, jitter="equal"),
         on_link=on_link,
+        on_device=on_device,
     )
     task = asyncio.create_task(poller.run(), name="test-poller")
     try:
@@ -180,7 +182,7 @@ async def test_exception_response_flags_only_that_block(
     caplog.set_level(logging.INFO, logger="agent.source.poller")
     async with running(server.port) as (poller, frames):
         await frames.wait_for(all_good)
-        server.fail(2, exception=6)  # device busy
+        server.fail(2, exception=3)  # illegal data value
         n = len(frames.frames)
         f = await frames.wait_for(lambda f: f.quality[5] != GOOD, after=n)
         assert q(f) == [GOOD] * 5 + [PROTO, PROTO, GOOD]
@@ -196,9 +198,47 @@ async def test_exception_response_flags_only_that_block(
     warnings = [r for r in ours if r.levelno == logging.WARNING]
     assert len(warnings) == 1  # ...logged once when it started
     assert "unit 2 holding 0-2" in warnings[0].getMessage()
-    assert "exception 6 (device busy)" in warnings[0].getMessage()
+    assert "exception 3 (illegal data value)" in warnings[0].getMessage()
     recovered = [r for r in ours if "recovered" in r.getMessage()]
     assert len(recovered) == 1 and recovered[0].levelno == logging.INFO
+
+
+async def test_busy_is_retried_then_flagged_busy_and_degraded(server: ModbusTestServer) -> None:
+    """Exception 6 on every try: the request is sent 1 + busy_retries times in the cycle, then
+    its points carry BUSY (not PROTOCOL), the unit is degraded, never quarantined."""
+    async with running(server.port) as (poller, frames):
+        await frames.wait_for(all_good)
+        server.fail(2, exception=6)
+        n = len(frames.frames)
+        f = await frames.wait_for(lambda f: f.quality[5] != GOOD, after=n)
+        assert q(f) == [GOOD] * 5 + [BUSY, BUSY, GOOD]
+        assert math.isnan(f.value[5])
+        assert poller.health.degraded(2) and not poller.health.degraded(1)
+        assert poller.stats.busy_replies == 3 * poller.stats.busy_failures  # 1 + 2 retries
+        await frames.wait_count(len(frames.frames) + 3)
+        assert not poller.health.quarantined(2)
+        server.clear_faults()
+        f = await frames.wait_for(all_good, after=len(frames.frames))
+        await frames.wait_count(len(frames.frames) + 1)
+        assert not poller.health.degraded(2) and f.value[5] == 42.0
+    assert poller.stats.protocol_errors == 0
+
+
+@pytest.mark.parametrize("code", [4, 10, 11])
+async def test_device_and_gateway_failures_quarantine(server: ModbusTestServer, code: int) -> None:
+    """Exceptions 4, 10, 11: a failure of that device (COMM_FAIL, toward quarantine)."""
+    changes: list[DeviceChange] = []
+    async with running(server.port, on_device=changes.append) as (poller, frames):
+        await frames.wait_for(all_good)
+        server.fail(3, exception=code)
+        f = await frames.wait_for(lambda f: f.quality[7] != GOOD, after=len(frames.frames))
+        assert q(f) == [GOOD] * 7 + [COMM]
+        await frames.wait_for(lambda f: poller.health.quarantined(3))
+    (lost,) = changes
+    assert lost.unit == 3 and lost.lost and f"exception {code}" in lost.reason
+    if code != 4:
+        assert "the gateway cannot reach the device behind it" in lost.reason
+    assert poller.stats.device_failures >= 3 and poller.stats.protocol_errors == 0
 
 
 async def test_silent_unit_gives_comm_fail_within_timeout(server: ModbusTestServer) -> None:
@@ -290,3 +330,27 @@ async def test_connect_error_message_is_for_installers(server: ModbusTestServer)
     )
     assert not src.connected
     await src.close()
+
+
+@pytest.mark.parametrize(
+    ("addresses", "bad", "extra"),
+    [
+        ((7, 8, 10, 11), None, 2),  # register 9 unmapped, inside the gap: 2 extra requests
+        ((0, 1, 2, 3, 4, 5), 3, 3),  # point 3 on an unmapped register, no gap to blame
+    ],
+    ids=["hole-in-gap", "bad-point"],
+)
+async def test_illegal_address_search_cost(
+    server: ModbusTestServer, addresses: tuple[int, ...], bad: int | None, extra: int
+) -> None:
+    hole = 9 if bad is None else bad
+    server.fail(1, exception=2, addresses=range(hole, hole + 1))
+    for a in addresses:
+        server.set(1, "holding", a, [100 + a])
+    pts = [pt(i, 1, a) for i, a in enumerate(addresses)]
+    async with running(server.port, pts) as (poller, frames):
+        f = await frames.wait_for(lambda f: not np.isnan(f.value[0]))
+    assert poller.stats.split_requests == extra
+    want = [float("nan") if a == bad else 100.0 + a for a in addresses]
+    np.testing.assert_array_equal(f.value, want)
+    assert [op.block.address for op in poller._ops] == ([7, 10] if bad is None else [0, 4])

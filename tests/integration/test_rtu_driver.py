@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from drivers.base import Block, SourceProtocolError, SourceTimeout
-from drivers.line import SerialLine
+from drivers.line import RX_LIMIT, SerialLine
 from drivers.modbus_rtu import ModbusRtuSource
 from drivers.rtu_frame import crc16, find_reply, read_request, with_crc
 from firmware_sim.rtu import RtuSlaves, SerialSlave
@@ -87,3 +88,43 @@ async def test_crc_error_is_retried_and_exceptions_are_not(tmp_path: Path) -> No
         assert err.value.code == 2 and "illegal data address" in str(err.value)
         assert src.stats.requests == 3  # an exception reply is an answer: no retry
     assert n[0] == 2
+
+
+async def wait_until(src: ModbusRtuSource, cond: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait on the line's own receive wake-up until `cond()` holds."""
+    deadline = time.monotonic() + within
+    while not cond():
+        assert await src.line.wait_rx(deadline) or cond(), "timed out waiting for bytes"
+
+
+async def test_bytes_outside_a_request_window_make_the_master_wait(tmp_path: Path) -> None:
+    """A well-formed reply of the right shape that arrives between requests (a slow device's
+    late answer) is discarded: the master waits for a silent line, then asks; a fast reply is
+    accepted as soon as it is complete."""
+    slaves, n = counter()
+    async with line(tmp_path, slaves, timeout=0.2, late_guard=0.05) as src:
+        fd = os.open(str(tmp_path / "ttySIM"), os.O_WRONLY | os.O_NOCTTY)
+        try:
+            late = with_crc(bytes((1, 3, 4, 0, 99, 0, 99)))
+            os.write(fd, late)
+            await wait_until(src, lambda: len(src.line.peek()) == len(late))
+            raw = await src.read(Block(1, "holding", 0, 2))
+            # a line that overflows keeps only the newest bytes
+            os.write(fd, bytes(5000))
+            await wait_until(src, lambda: src.line.dropped > 0 and len(src.line.peek()) == RX_LIMIT)
+        finally:
+            os.close(fd)
+    assert raw.registers.tolist() == [1, 1]  # the slave's answer, not the stray [99, 99]
+    assert src.stats.stray_bytes == len(late) and src.stats.guards == 1
+    assert src.stats.timeouts == src.stats.frame_errors == 0 and n[0] == 1
+
+
+def test_reply_search_skips_non_matching_frames() -> None:
+    other = with_crc(bytes((7, 3, 2, 0, 5)))  # same unit, another length
+    exc = with_crc(bytes((7, 0x83, 6)))
+    good = with_crc(bytes((7, 3, 4, 0, 1, 0, 2)))
+    found = find_reply(other + good, 7, 3, 2)
+    assert found is not None and found.skipped == len(other) and found.end == len(other + good)
+    found = find_reply(b"\x07\x03\x04" + exc, 7, 3, 2)  # a header fragment, then busy
+    assert found is not None and found.exception == 6 and found.skipped == 3
+    assert find_reply(good[:-1], 7, 3, 2) is None  # incomplete

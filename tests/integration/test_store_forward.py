@@ -24,7 +24,7 @@ import pytest
 
 from agent.store.outbox import Entry, Outbox
 from agent.uplink.consumer import Tracker
-from agent.uplink.forwarder import Forwarder, honour_cancel
+from agent.uplink.forwarder import honour_cancel, mqtt_forwarder
 from agent.uplink.payload import encode_alarms, encode_telemetry
 from firmware_sim.harness import Broker
 from tests.integration.test_forwarder import (
@@ -109,7 +109,7 @@ async def test_outage_at_100_points_per_s_live_stays_current_beside_the_backlog(
     prod = Producer(box, period=0.05, alarm_every=40)  # 5 points / 50 ms = 100 points/s
     # backlog drains at 200 records/s beside 100 live points/s: the catch-up is visible
     up = spec(broker.port, backlog_rate=200.0, publish_timeout=2.0)
-    fwd = Forwarder(box, GatedUplink(col.ready, up), SITE, up)
+    fwd = mqtt_forwarder(box, GatedUplink(col.ready, up), SITE, up)
     async with running(col.run()):
         await asyncio.wait_for(col.ready.wait(), 10)
         async with running(fwd.run()), running(prod.run()) as producing:
@@ -145,7 +145,7 @@ async def test_outage_at_100_points_per_s_live_stays_current_beside_the_backlog(
 CHILD = """
 import asyncio, sys, time
 from pathlib import Path
-from agent.uplink.forwarder import Forwarder
+from agent.uplink.forwarder import mqtt_forwarder
 from agent.core.model import SiteSpec, UplinkSpec
 from agent.uplink.mqtt import MqttUplink
 from agent.store.outbox import Entry, Outbox
@@ -178,7 +178,7 @@ async def main() -> None:
                       backoff_cap=0.2)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(produce(box))
-        tg.create_task(Forwarder(box, MqttUplink(spec, site), site, spec).run())
+        tg.create_task(mqtt_forwarder(box, MqttUplink(spec, site), site, spec).run())
 
 asyncio.run(main())
 """
@@ -209,7 +209,7 @@ async def test_sigkill_at_random_moments_loses_nothing(broker: Broker, tmp_path:
         await final.open()
         try:
             up = spec(broker.port)
-            async with running(Forwarder(final, GatedUplink(col.ready, up), SITE, up).run()):
+            async with running(mqtt_forwarder(final, GatedUplink(col.ready, up), SITE, up).run()):
                 t = await wait_complete(col, final, 60)
         finally:
             await final.close()
@@ -228,7 +228,7 @@ async def test_disk_cap_reached_during_an_outage(broker: Broker, tmp_path: Path)
         async with running(col.run()):
             await asyncio.wait_for(col.ready.wait(), 10)
             await asyncio.to_thread(broker.stop, True)
-            fwd = Forwarder(box, GatedUplink(col.ready, up), SITE, up)
+            fwd = mqtt_forwarder(box, GatedUplink(col.ready, up), SITE, up)
             async with running(fwd.run()):
                 k = 0
                 while (await box.stats()).dropped_records < 2000:  # well past the cap
@@ -279,7 +279,7 @@ async def test_alarm_overtakes_a_large_backlog(broker: Broker, box: Outbox) -> N
 
     ready = asyncio.Event()
     up = spec(broker.port, backlog_rate=0.0, max_records_per_message=1000, publish_timeout=5.0)
-    fwd = Forwarder(box, GatedUplink(ready, up), SITE, up)
+    fwd = mqtt_forwarder(box, GatedUplink(ready, up), SITE, up)
     async with running(alarm_watch(ready)), running(fwd.run()):
         await asyncio.wait_for(ready.wait(), 10)
         await eventually(lambda: fwd.stats.backfill_records >= 20_000, 30, "the drain to run")

@@ -149,6 +149,16 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ),
     ("rtu without a path", _set(["buses", 0, "type"], "rtu"), "buses[0].port", "serial device"),
     ("no buses", _set(["buses"], []), "buses", "no bus configured"),
+    ("busy retries", _set(["buses", 0, "busy_retries"], 9), "buses[0].busy_retries", "0..5"),
+    ("busy delay", _set(["buses", 0, "busy_delay"], 3.0), "buses[0].busy_delay", "0..1 seconds"),
+    ("round trip", _set(["buses", 0, "round_trip"], 0), "buses[0].round_trip", "above 0"),
+    ("bad hole", _set(["devices", 2, "holes"], [3, -1]), "devices[2].holes[1]", "outside"),
+    (
+        "point on a hole",
+        _set(["devices", 2, "holes"], [0]),
+        "devices[2].points[0].address",
+        "covers register 0, which the device declares a hole",
+    ),
 ]
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
 
 from agent.config import ConfigError, load_config
 from agent.config.secrets import SecretError, read_secret, resolve
+from agent.core.backoff import Backoff
 from agent.store.guard import StoreGuard
 from agent.store.outbox import Entry, Outbox
 from agent.uplink.consumer import Tracker
@@ -70,7 +71,10 @@ def test_tls_files_checked_at_load(tmp_path: Path) -> None:
 def test_default_storage_cap_holds_seven_days(tmp_path: Path) -> None:
     cfg = load_config(config_with(tmp_path))
     per_cycle = sum(len(p.code) + len(p.device) + len(p.key) + 40 for p in cfg.points)
-    assert cfg.storage.max_bytes >= per_cycle * 7 * 86400 or cfg.storage.max_bytes >= 64 << 20
+    (bus,) = cfg.buses
+    # both: seven days of this config's telemetry at its poll rate, and never under 64 MiB
+    assert cfg.storage.max_bytes >= per_cycle * 7 * 86400 / bus.poll_interval
+    assert cfg.storage.max_bytes >= 64 << 20
 
 
 # -- the reference consumer ------------------------------------------------------------------
@@ -126,3 +130,29 @@ async def test_guard_keeps_alarms_in_memory_while_the_disk_is_full(tmp_path: Pat
         assert stats.pending_records["alarm"] == 2 and stats.pending_records["event"] == 2
     finally:
         await box.close()
+
+
+# -- reconnect backoff (tenacity wait strategies) ----------------------------------------------
+
+
+@pytest.mark.parametrize(("jitter", "low"), [("full", 0.0), ("equal", 0.5)])
+def test_backoff_delays_stay_in_their_jitter_band(
+    jitter: Literal["full", "equal"], low: float
+) -> None:
+    b = Backoff(base=0.5, cap=4.0, stable_after=60.0, jitter=jitter)
+    for bound in [0.5, 1.0, 2.0, 4.0, 4.0, 4.0] * 50:
+        if b.attempt == 6:  # the band of each attempt, many draws: start over
+            b = Backoff(base=0.5, cap=4.0, stable_after=60.0, jitter=jitter)
+        delay = b.next_delay(now=0.0)
+        assert low * bound <= delay <= bound
+
+
+def test_backoff_starts_over_only_after_a_stable_session() -> None:
+    b = Backoff(base=1.0, cap=8.0, stable_after=30.0, jitter="equal")
+    for _ in range(3):
+        b.next_delay(now=0.0)
+    b.connected(now=100.0)
+    assert b.next_delay(now=110.0) >= 4.0  # a 10 s session: still backing off (bound 8)
+    b.connected(now=200.0)
+    assert b.next_delay(now=230.0) <= 1.0  # a 30 s session: from base again
+    assert b.attempt == 1

@@ -79,7 +79,7 @@ async def test_removing_a_consumer_forgets_its_progress(tmp_path: Path) -> None:
     assert b is not None
     await box.ack(b)  # mqtt acked row 1; hebei acked nothing
     await box.close()
-    box = Outbox(path, 10_000_000)  # hebei taken out of the config
+    box = Outbox(path, 10_000_000, consumers=("mqtt",))  # hebei taken out of the config
     await box.open()
     assert await drain(box) == [("telemetry", 2), ("telemetry", 3)]
     await box.close()

@@ -12,7 +12,7 @@ def test_every_package_is_listed_in_pyproject() -> None:
     listed = set(cfg["packages"])
     mapped = {v: k for k, v in cfg.get("package-dir", {}).items()}  # dir -> package name
     found: set[str] = set()
-    for top in ("agent", "drivers", "firmware-sim"):
+    for top in ("agent", "drivers", "firmware-sim", "ingest"):
         for init in (REPO / top).rglob("__init__.py"):
             parts = list(init.parent.relative_to(REPO).parts)
             parts[0] = mapped.get(parts[0], parts[0])

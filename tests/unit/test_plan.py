@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -184,3 +186,27 @@ def test_rtu_estimate_from_wire_time() -> None:
     assert "modbus rtu /dev/ttyUSB0 9600 baud 8N1" in text
     assert "wire time at 9600 baud" in text
     assert "WARNING: poll_interval 0.1 s is shorter than the line can carry" in text
+
+
+def test_declared_holes_are_never_spanned() -> None:
+    pts = [dataclasses.replace(pt(i, a), holes=(9,)) for i, a in enumerate((7, 8, 10, 11))]
+    assert blocks_of(pts) == (Block(1, "holding", 7, 2), Block(1, "holding", 10, 2))
+    assert blocks_of([pt(i, a) for i, a in enumerate((7, 8, 10, 11))]) == (
+        Block(1, "holding", 7, 5),
+    )
+
+
+def test_tcp_estimate_uses_a_per_request_round_trip() -> None:
+    """20 devices of one block each on one Modbus TCP endpoint polled every 50 ms: requests are
+    sequential, ~1 ms each by default, so no overrun warning; a bus that sets a slower
+    round_trip (a gateway) gets one."""
+    bus = BusSpec("gw", "tcp", "10.0.0.5", 502, 0.5, 0, poll_interval=0.05)
+    pts = [pt(i, 0, unit=u, bus="gw", table="input") for i, u in enumerate(range(1, 21))]
+    (plan,) = compile_plan(pts, [bus])
+    assert estimate_cycle_s(plan) == pytest.approx(20 * 0.001, rel=0.01)
+    text = format_plan([plan], pts)
+    assert "WARNING" not in text and "1 ms round trip per request (default" in text
+    slow = dataclasses.replace(bus, round_trip=0.004)
+    text = format_plan(compile_plan(pts, [slow]), pts)
+    assert "4 ms round trip per request (round_trip)" in text
+    assert "WARNING: poll_interval 0.05 s is shorter than the line can carry" in text
