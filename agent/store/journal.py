@@ -120,7 +120,8 @@ class Journal:
         self._key = hmac_key
         self._gid = gid
         directory.mkdir(parents=True, exist_ok=True)
-        self._share(directory, DIR_MODE)
+        for path in (directory, *journal_files(directory)):  # files from before an upgrade too
+            self._share(path, DIR_MODE if path == directory else FILE_MODE)
         self._file: IO[bytes] | None = None
         self._size = 0
         self._head: ChainHead | None = None  # the last line written

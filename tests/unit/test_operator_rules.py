@@ -4,7 +4,9 @@ validated at start; the journal's chain head, HMAC and anchors."""
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -145,3 +147,17 @@ def test_anchor_and_hmac_detect_a_full_rewrite_and_a_cut(tmp_path: Path) -> None
     assert kh[-1].hash == digest((k / "journal.jsonl").read_bytes().splitlines()[-1], b"secret")
     with pytest.raises(ValueError, match="LINES:HASH"):
         ChainHead.parse("12:nothex")
+
+
+def test_journal_files_are_shared_with_the_operators_group(tmp_path: Path) -> None:
+    old = tmp_path / "journal.1.jsonl"  # written before an upgrade: private
+    old.write_bytes(b"{}\n")
+    old.chmod(0o600)
+    gid = os.getgid() + 4242  # any gid will do for root; the group need not exist
+    with Journal(tmp_path, 1 << 20, 3, gid=gid) as j:
+        j.append([event(0)])
+    for path in (tmp_path, old, tmp_path / "journal.jsonl"):
+        st = path.stat()
+        assert st.st_gid == gid, path
+    assert stat.S_IMODE(old.stat().st_mode) == 0o640
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o2750
