@@ -34,12 +34,17 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
-def _load(path: str) -> AgentConfig:
+def _load(path: str, *, secrets: bool = True) -> AgentConfig:
+    """The config, or exit 78 with the message. Only `run` reads the secret files."""
     try:
-        return load_config(path)
+        return load_config(path, secrets=secrets)
     except ConfigError as exc:
         print(f"dust-agent: config error: {exc}", file=sys.stderr)
         raise SystemExit(EX_CONFIG) from None
+
+
+def _load_public(path: str) -> AgentConfig:
+    return _load(path, secrets=False)
 
 
 def _rule_text(p: object) -> str:
@@ -53,7 +58,7 @@ def _rule_text(p: object) -> str:
 def cmd_check(args: argparse.Namespace) -> int:
     from agent.source.plan import compile_config_plan, format_plan
 
-    cfg = _load(args.config)
+    cfg = _load_public(args.config)  # secrets are checked when the service starts
     print(f"config {cfg.path}: OK")
     print(
         f"site {cfg.site.enterprise_code} gateway {cfg.site.gateway_id}"
@@ -95,7 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_alarms(args: argparse.Namespace) -> int:
     from agent.cli.alarms import run_alarms
 
-    return run_alarms(_load(args.config).storage.dir / "journal", args)
+    return run_alarms(_load_public(args.config).storage, args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -143,10 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     alarms.add_argument("--active", action="store_true", help="only alarms that are still active")
     alarms.set_defaults(func=cmd_alarms)
     from agent.cli.alarms import add_arguments
-    from agent.service.ack import add_operator_commands
+    from agent.cli.operator import add_operator_commands
 
     add_arguments(alarms)
-    add_operator_commands(sub, with_config, _load)
+    add_operator_commands(sub, with_config, _load_public)
     status = with_config(
         sub.add_parser(
             "status", help="buses, devices, alarms, outbox, uplink and clock of the agent"

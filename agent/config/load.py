@@ -22,6 +22,7 @@ from agent.config.fieldbus import (
     device_holes,
     regs_clash,
 )
+from agent.config.operator import operator_spec, with_journal_key
 from agent.config.platforms import platform_specs
 from agent.config.rules import (
     Rules,
@@ -336,8 +337,12 @@ def _resolve_points(
     return specs
 
 
-def load_config(file: Path | str) -> AgentConfig:
-    """Read and validate `file`; raise ConfigError naming the file, key path and problem."""
+def load_config(file: Path | str, *, secrets: bool = True) -> AgentConfig:
+    """Read and validate `file`; raise ConfigError naming the file, key path and problem.
+
+    `secrets=False` leaves every secret file and credential unread (MQTT and platform
+    credentials, the journal's HMAC key): for the read-only and operator commands, which
+    must work from any shell. `run` loads with secrets."""
     cfg_file = Path(file).resolve()
     raw = _convert(_read_toml(cfg_file, "config file"), RawConfig, cfg_file)
     _check_buses(raw, cfg_file)
@@ -364,15 +369,18 @@ def load_config(file: Path | str) -> AgentConfig:
             raise ConfigError(
                 cfg_file, f"site.{name}", f"'{value}' must be non-empty and contain no / + #"
             )
-    uplink = uplink_spec(raw.uplink, site, cfg_file)
+    uplink = uplink_spec(raw.uplink, site, cfg_file, secrets=secrets)
     points = tuple(s for s, _ in specs)
+    storage = storage_spec(raw.storage, cfg_file, points, buses)
+    storage = with_journal_key(storage, raw.storage, cfg_file, secrets=secrets)
     return AgentConfig(
         path=cfg_file,
         site=site,
         buses=buses,
         points=points,
         uplink=uplink,
-        storage=storage_spec(raw.storage, cfg_file, points, buses),
-        platforms=platform_specs(raw.platforms, site, points, cfg_file),
+        storage=storage,
+        platforms=platform_specs(raw.platforms, site, points, cfg_file, secrets=secrets),
         web=web_spec(raw.web, raw.devices, cfg_file),
+        operator=operator_spec(raw.operator, storage.dir, cfg_file),
     )

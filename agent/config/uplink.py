@@ -101,7 +101,9 @@ def _credentials(up: RawUplink, cfg_file: Path) -> Credentials | None:
     return Credentials(user, password or "")
 
 
-def uplink_spec(up: RawUplink, site: SiteSpec, cfg_file: Path) -> UplinkSpec:
+def uplink_spec(
+    up: RawUplink, site: SiteSpec, cfg_file: Path, *, secrets: bool = True
+) -> UplinkSpec:
     checks = [
         ("port", 1 <= up.port <= 65535, "must be between 1 and 65535"),
         ("max_records_per_message", up.max_records_per_message >= 1, "must be at least 1"),
@@ -128,7 +130,7 @@ def uplink_spec(up: RawUplink, site: SiteSpec, cfg_file: Path) -> UplinkSpec:
         backlog_rate=up.backlog_records_per_s,
         health_interval=up.health_interval,
         tls=_tls(up, cfg_file),
-        credentials=_credentials(up, cfg_file),
+        credentials=_credentials(up, cfg_file) if secrets else None,  # None: not read
     )
 
 
