@@ -180,7 +180,7 @@ class ScalarEngine:
         idx, ts, xs = frame.index.tolist(), frame.ts.tolist(), frame.value.tolist()
         comm = [bool(q & Quality.COMM_FAIL) for q in frame.quality.tolist()]
         for i, x in zip(idx, xs, strict=True):
-            self.value[i] = x
+            self.value[i] = x if math.isfinite(x) else math.nan  # ±Inf: missing to value rules
         # a unit answered if any of its readings in the frame did not fail with COMM_FAIL
         answered = {self._unit(i) for i, c in zip(idx, comm, strict=True) if not c}
         out: list[tuple[str, str, str | None]] = []
@@ -198,6 +198,7 @@ class ScalarEngine:
     def _measures(self, st: PointState, x: float, t: float, dead: bool) -> dict[str, float]:
         q = st.spec.rules
         names = {n for n, _ in st.dets}
+        raw, x = x, (x if math.isfinite(x) else math.nan)  # value rules never see ±Inf
         m: dict[str, float] = {"x": x}
         ok = not math.isnan(x)
         if "rate" in names:
@@ -244,7 +245,7 @@ class ScalarEngine:
             for name, values in sets.items():
                 m[name] = (1.0 if int(x) in values else 0.0) if valid else math.nan
         if "stale" in names:
-            m.update(self._quality(st, x, t, dead))
+            m.update(self._quality(st, raw, t, dead))
         return m
 
     @staticmethod
@@ -263,7 +264,7 @@ class ScalarEngine:
         return {
             "stale": math.nan if dead else t - st.last_good,  # comm_loss covers a dead unit
             "frozen": st.same + 1.0 if fin else math.nan,
-            "range": (1.0 if x < lo or x > hi else 0.0) if fin else math.nan,
+            "range": math.nan if math.isnan(x) else (1.0 if x < lo or x > hi else 0.0),
             "loop": max(LOOP_LOW_MA - ma, ma - LOOP_HIGH_MA) if fin else math.nan,
         }
 
