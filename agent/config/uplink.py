@@ -12,6 +12,7 @@ import msgspec
 from agent.config.errors import ConfigError
 from agent.config.schema import RawStorage, RawUplink
 from agent.config.secrets import SecretError, resolve
+from agent.core.hosts import host_problem
 from agent.core.model import (
     BusSpec,
     Credentials,
@@ -115,6 +116,9 @@ def uplink_spec(up: RawUplink, site: SiteSpec, cfg_file: Path) -> UplinkSpec:
     for key, ok, what in checks:
         if not ok:
             raise ConfigError(cfg_file, f"uplink.{key}", f"{getattr(up, key)}: {what}")
+    problem = host_problem(up.host, tls_hint=True)
+    if problem is not None:
+        raise ConfigError(cfg_file, "uplink.host", problem)
     return UplinkSpec(
         host=up.host,
         port=up.port,

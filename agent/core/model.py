@@ -182,6 +182,7 @@ class StorageSpec:
     journal_max_bytes: int = 8 * 1024 * 1024
     journal_keep: int = 5
     sync_interval: float = 10.0  # telemetry is fsync'ed at least this often (alarms: always)
+    cap_basis: str = ""  # how max_bytes was chosen, for `dust-agent check`
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +196,8 @@ class AgentConfig:
     uplink: UplinkSpec
     storage: StorageSpec
     platforms: tuple[PlatformSpec, ...] = ()  # [[platforms]]: HTTP uplinks beside MQTT
+    # "file: key path: message" lines `dust-agent check` prints without failing
+    warnings: tuple[str, ...] = ()
 
     def topic(self, stream: str) -> str:
         site = self.site
