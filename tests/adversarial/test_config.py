@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.adversarial.conftest import config_error, example_text, loads, write_config
+from agent.cli.preflight import EX_CANTCREAT, serial_port_warnings
+from agent.config import EX_CONFIG
+from agent.config.uplink import bounded_default_cap, default_cap_bytes, filesystem_bytes
+from agent.core.model import BusSpec
+from tests.adversarial.conftest import (
+    config_error,
+    dust_agent,
+    example_text,
+    loads,
+    write_config,
+)
+from tests.conftest import REPO
+from tests.factories import point
 
 RTU_BUS = """
 [[buses]]
@@ -66,8 +84,6 @@ def test_rules_defaults_error_names_the_config_and_key(tmp_path: Path, line: str
 
 
 def test_rules_defaults_error_is_stable_across_processes(tmp_path: Path) -> None:
-    from tests.adversarial.conftest import dust_agent
-
     f = edit(tmp_path, "on_delay = 3.0", "on_delay = -5")
     outs = {dust_agent("check", "-c", str(f)).stderr for _ in range(3)}
     assert len(outs) == 1, outs
@@ -211,3 +227,145 @@ def test_full_width_comma_in_a_name_is_fine(tmp_path: Path) -> None:
 def test_duplicate_device_name_names_both_places(tmp_path: Path) -> None:
     exc = config_error(edit(tmp_path, 'name = "DC-2"', 'name = "DC-1"'))
     assert exc.path == "devices[1].name" and "devices[0].name" in exc.message
+
+
+# -- 2. a storage directory the service user cannot write ----------------------------------------
+
+
+def _other_user() -> str:
+    """An unprivileged account for permission tests (we run as root in CI containers)."""
+    return "nobody"
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory every user can reach (pytest's tmp_path is under a 0700 directory)."""
+    d = Path(tempfile.mkdtemp(prefix="dust-agent-test-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="checks for another user need root")
+def test_check_fails_when_the_service_user_cannot_write_storage(open_dir: Path) -> None:
+    f = write_config(open_dir, example_text(open_dir))
+    state = open_dir / "state"
+    state.mkdir(mode=0o755)  # root's
+    r = dust_agent("check", "-c", str(f), "--user", _other_user())
+    assert r.returncode == EX_CANTCREAT, r.stderr
+    assert f"storage directory {state}" in r.stderr and "chown" in r.stderr
+    assert "Traceback" not in r.stderr
+    state.chmod(0o777)
+    r = dust_agent("check", "-c", str(f), "--user", _other_user())
+    assert r.returncode == 0, r.stderr
+    (state / "outbox.db").write_bytes(b"")  # root's, 0644: the agent could not open it
+    r = dust_agent("check", "-c", str(f), "--user", _other_user())
+    assert r.returncode == EX_CANTCREAT and "outbox.db" in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="checks for another user need root")
+def test_check_names_a_parent_the_user_cannot_enter(tmp_path: Path) -> None:
+    tmp_path.chmod(0o700)
+    f = write_config(tmp_path, example_text(tmp_path))
+    (tmp_path / "state").mkdir(mode=0o777)
+    r = dust_agent("check", "-c", str(f), "--user", _other_user())
+    assert r.returncode == EX_CANTCREAT and "Permission denied" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_check_fails_when_this_user_cannot_write_storage(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("a file where the directory should be")
+    f = write_config(tmp_path, example_text(tmp_path))
+    r = dust_agent("check", "-c", str(f))
+    assert r.returncode == EX_CANTCREAT, r.stderr
+    assert "is not a directory" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_check_unknown_user_is_a_usage_error(tmp_path: Path) -> None:
+    f = write_config(tmp_path, example_text(tmp_path))
+    r = dust_agent("check", "-c", str(f), "--user", "no-such-user-xyz")
+    assert r.returncode == EX_CONFIG and "no such user" in r.stderr
+
+
+def test_run_exits_73_without_traceback_when_storage_is_not_writable(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("a file where the directory should be")
+    f = write_config(tmp_path, example_text(tmp_path))
+    r = dust_agent("run", "-c", str(f))
+    assert r.returncode == EX_CANTCREAT, r.stderr
+    assert f"storage directory {tmp_path / 'state'}" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_the_unit_does_not_restart_on_73() -> None:
+    unit = (REPO / "systemd" / "dust-agent.service").read_text()
+    line = next(ln for ln in unit.splitlines() if ln.startswith("RestartPreventExitStatus="))
+    assert {"73", "78"} <= set(line.split("=", 1)[1].split())
+
+
+# -- 6. a closed pipe ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["check"], ["--help"], ["check", "--help"]])
+def test_no_traceback_on_a_closed_pipe(tmp_path: Path, command: list[str]) -> None:
+    f = write_config(tmp_path, example_text(tmp_path))
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first line (`| head -0`)
+    args = [*command, "-c", str(f)] if command == ["check"] else command
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.cli.main", *args],
+        stdout=w,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    os.close(w)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert proc.returncode in (0, 141)
+
+
+# -- 8. a serial port that is not there -------------------------------------------------------
+
+
+def test_check_warns_about_a_missing_serial_port(tmp_path: Path) -> None:
+    f = edit(tmp_path, "[[devices]]", RTU_BUS.lstrip() + "\n[[devices]]", _rtu_device(3))
+    r = dust_agent("check", "-c", str(f))
+    assert r.returncode == 0, r.stderr
+    assert f"warning: {f}: buses[1].port: serial port /dev/ttyUSB7 does not exist" in r.stderr
+    assert "/dev/serial/by-id" in r.stderr
+
+
+def test_serial_warning_lists_the_by_id_names(tmp_path: Path) -> None:
+    by_id = tmp_path / "by-id"
+    by_id.mkdir()
+    (by_id / "usb-FTDI_FT232R_A10K1234-if00-port0").symlink_to("/dev/null")
+    (warning,) = serial_port_warnings(
+        [("x: buses[0].port", "/dev/ttyUSB7"), ("x: buses[1].port", "/dev/null")], by_id
+    )
+    assert "x: buses[0].port" in warning and "usb-FTDI_FT232R_A10K1234-if00-port0" in warning
+
+
+# -- 10. the default storage cap fits the disk --------------------------------------------------
+
+
+def test_default_cap_is_bounded_by_the_filesystem() -> None:
+    points = [point(i, bus="b", code=f"C{i:04d}" * 4) for i in range(200)]
+    buses = [BusSpec("b", "tcp", "h", 502, 1.0, 0, 0.05)]
+    unbounded = default_cap_bytes(points, buses)
+    fs = 80 * 1024**3  # the 80 GB disk of the report
+    assert unbounded > fs  # 7 days at 50 ms polls: more than the whole disk
+    cap, basis = bounded_default_cap(points, buses, fs)
+    assert cap == fs // 2 and "50%" in basis and "80.0 GiB" in basis
+    small, why = bounded_default_cap(points[:1], [BusSpec("b", "tcp", "h", 502, 1.0, 0, 60)], fs)
+    assert small == default_cap_bytes(points[:1], buses) or small >= 64 * 1024**2
+    assert "7 days" in why and "bounded" not in why
+
+
+def test_check_prints_the_cap_and_why(tmp_path: Path) -> None:
+    f = edit(tmp_path, "max_mb = 256\n", "", "")
+    cfg = loads(f)
+    fs = filesystem_bytes(tmp_path)
+    assert fs is not None and cfg.storage.max_bytes <= fs // 2
+    r = dust_agent("check", "-c", str(f))
+    assert r.returncode == 0, r.stderr
+    assert "7 days at the poll rates" in r.stdout
