@@ -309,7 +309,15 @@ def load_config(file: Path | str) -> AgentConfig:
     raw = _convert(read_toml(cfg_file, "config file"), RawConfig, cfg_file)
     _check_buses(raw, cfg_file)
     pack_file = _resolve_path(cfg_file.parent, raw.rules_pack, REPO_CONFIG_DIR)
-    pack = _convert(read_toml(pack_file, "rules pack"), RawRulesPack, pack_file)
+    try:
+        pack_data = read_toml(pack_file, "rules pack")
+    except ConfigError as exc:
+        if exc.path:  # a position in the pack
+            raise
+        raise ConfigError(
+            cfg_file, "rules_pack", f"{exc.message}: {pack_file} (from rules_pack)"
+        ) from None
+    pack = _convert(pack_data, RawRulesPack, pack_file)
     rules = load_rules(raw, cfg_file, pack_file, pack)
     profiles_dir = _resolve_path(cfg_file.parent, raw.profiles_dir, REPO_CONFIG_DIR)
     specs = _resolve_points(raw, cfg_file, rules, profiles_dir)

@@ -11,6 +11,7 @@ from typing import Any
 from agent.config.errors import ConfigError
 
 BOM = b"\xef\xbb\xbf"
+MAX_BYTES = 16 * 1024 * 1024  # a config, profile or rules pack is a few KiB
 
 # Full-width or typographic characters a Chinese input method types where TOML needs ASCII.
 LOOKALIKES: dict[str, str] = {
@@ -93,13 +94,16 @@ def _lookalike_hint(text: str, line: int | None) -> str:
 def read_toml(file: Path, what: str) -> dict[str, Any]:
     """The parsed TOML of `file`; ConfigError with the position and a hint if unreadable."""
     try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(file, "", f"{what} not found") from None
-    except IsADirectoryError:
-        raise ConfigError(file, "", f"{what} is a directory, not a file") from None
+        if not file.is_file():  # a directory, a FIFO, /dev/zero: never read
+            raise ConfigError(
+                file, "", f"{what} is not a file" if file.exists() else f"{what} not found"
+            )
+        with file.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError(file, "", f"cannot read {what}: {exc.strerror}") from None
+    if len(data) > MAX_BYTES:
+        raise ConfigError(file, "", f"{what} is larger than {MAX_BYTES // 2**20} MiB")
     text = _decode(data, file, what)
     try:
         return tomllib.loads(text)
