@@ -97,6 +97,12 @@ def _preflight(cfg: AgentConfig, user: str | None) -> int | None:
         print(f"dust-agent: --user {user}: no such user", file=sys.stderr)
         return EX_CONFIG
     warnings = [*cfg.warnings, *preflight.serial_port_warnings(_serial_ports(cfg))]
+    warnings += preflight.cap_warnings(cfg)
+    if account is None and user is None and os.geteuid() == 0:
+        warnings.append(
+            f"user {preflight.SERVICE_USER} does not exist (yet): the storage directory is "
+            "checked for root; give --user NAME for the unit's User="
+        )
     for w in warnings:
         print(f"dust-agent: warning: {w}", file=sys.stderr)
     problem = preflight.storage_problem(cfg.storage.dir, account)

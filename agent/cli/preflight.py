@@ -10,6 +10,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.config.uplink import MIB, filesystem_bytes
+from agent.core.model import AgentConfig
+
 EX_CANTCREAT = 73  # sysexits.h: cannot create an output file; the unit does not restart on it
 SERVICE_USER = "dust-agent"  # User= in systemd/dust-agent.service
 STATE_DIRECTORY = Path("/var/lib/dust-agent")  # StateDirectory=dust-agent: systemd creates it
@@ -144,4 +147,17 @@ def serial_port_warnings(ports: Sequence[tuple[str, str]], by_id: Path = BY_ID) 
     return [
         f"{where}: serial port {p} does not exist (adapter unplugged, or another name?); {listed}"
         for where, p in missing
+    ]
+
+
+def cap_warnings(cfg: AgentConfig) -> list[str]:
+    """An explicit storage.max_mb above the size of the filesystem that holds storage.dir."""
+    fs = filesystem_bytes(cfg.storage.dir)
+    if fs is None or cfg.storage.max_bytes <= fs:
+        return []
+    return [
+        f"{cfg.path}: storage.max_mb: {cfg.storage.max_bytes // MIB} MiB is more than the "
+        f"{fs // MIB} MiB filesystem holding {cfg.storage.dir}: the disk fills before the cap "
+        "drops old telemetry; leave max_mb out (default: at most 50 % of the filesystem) or "
+        "lower it"
     ]

@@ -369,3 +369,10 @@ def test_check_prints_the_cap_and_why(tmp_path: Path) -> None:
     r = dust_agent("check", "-c", str(f))
     assert r.returncode == 0, r.stderr
     assert "7 days at the poll rates" in r.stdout
+
+
+def test_check_warns_when_max_mb_exceeds_the_filesystem(tmp_path: Path) -> None:
+    f = edit(tmp_path, "max_mb = 256", "max_mb = 1e12")
+    r = dust_agent("check", "-c", str(f))
+    assert r.returncode == 0, r.stderr
+    assert f"warning: {f}: storage.max_mb:" in r.stderr and "filesystem" in r.stderr
