@@ -39,8 +39,8 @@ ANY_VALUE: st.SearchStrategy[Any] = st.one_of(
     st.booleans(),
     TEXT,
     st.lists(st.integers(-3, 300), max_size=3),
-    st.just({"x": 1}),
-    st.just([]),
+    st.builds(lambda: {"x": 1}),  # a new object per draw: mutations must not leak between
+    st.builds(list),
 )
 
 
