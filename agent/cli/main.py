@@ -106,9 +106,11 @@ def _preflight(cfg: AgentConfig, user: str | None) -> int | None:
     for w in warnings:
         print(f"dust-agent: warning: {w}", file=sys.stderr)
     problem = preflight.storage_problem(cfg.storage.dir, account)
-    if problem is not None:
-        print(f"dust-agent: {problem}", file=sys.stderr)
+    if problem is not None and problem.fatal:
+        print(f"dust-agent: {problem.text}", file=sys.stderr)
         return preflight.EX_CANTCREAT
+    if problem is not None:
+        print(f"dust-agent: warning: {problem.text}", file=sys.stderr)
     return None
 
 
@@ -133,9 +135,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     for w in cfg.warnings:
         log.warning("%s", w)
     problem = storage_problem(cfg.storage.dir, None)
-    if problem is not None:  # exit 73: RestartPreventExitStatus, no restart every 5 s
-        log.error("%s", problem)
+    if problem is not None and problem.fatal:  # 73: RestartPreventExitStatus, no 5 s loop
+        log.error("%s", problem.text)
         return EX_CANTCREAT
+    if problem is not None:  # a disk fault: the agent polls on and reports storage_error
+        log.warning("%s", problem.text)
     log.info("dust-agent %s starting with %s", __version__, cfg.path)
     try:
         return asyncio.run(run_until_signalled(cfg))

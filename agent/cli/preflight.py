@@ -3,6 +3,7 @@ user (`check`, and `run` at start: exit 73), serial ports exist (a warning)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import tempfile
@@ -17,6 +18,10 @@ EX_CANTCREAT = 73  # sysexits.h: cannot create an output file; the unit does not
 SERVICE_USER = "dust-agent"  # User= in systemd/dust-agent.service
 STATE_DIRECTORY = Path("/var/lib/dust-agent")  # StateDirectory=dust-agent: systemd creates it
 BY_ID = Path("/dev/serial/by-id")
+# A disk fault, not an ownership mistake: the agent runs on (polling, alarming, reporting
+# storage_error in its health message) and stores again once the disk recovers.
+DISK_FAULTS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO})
+_FAULT = "~"  # prefix of a problem text that is a disk fault (passes the child's pipe)
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,8 @@ def _writable_or_raise(directory: Path) -> str | None:
             os.close(fd)
             os.unlink(name)
         except OSError as exc:
-            return f"cannot create files in {directory} ({exc.strerror})"
+            fault = _FAULT if exc.errno in DISK_FAULTS else ""
+            return f"{fault}cannot create files in {directory} ({exc.strerror})"
         journal = directory / "journal"
         entries = [*directory.iterdir(), *(journal.iterdir() if journal.is_dir() else [])]
         bad = [p for p in entries if not p.name.startswith(".") and not os.access(p, os.W_OK)]
@@ -103,8 +109,18 @@ def _as(user: Account, fn: Callable[[], str | None]) -> str | None:
     return out or None
 
 
-def storage_problem(directory: Path, user: Account | None) -> str | None:
-    """What stops `user` (None: this process) from writing the storage, with the fix."""
+@dataclass(frozen=True)
+class StorageProblem:
+    """What stops the service user from writing the storage, with the fix. `fatal`: an
+    ownership or permission mistake (no restart fixes it: exit 73); else a disk fault
+    (read-only, full) the running agent reports and rides out."""
+
+    text: str
+    fatal: bool
+
+
+def storage_problem(directory: Path, user: Account | None) -> StorageProblem | None:
+    """What stops `user` (None: this process) from writing the storage, or None."""
     if user is None or user.uid == os.geteuid():
         problem = _writable(directory)
         who = user.name if user else _me()
@@ -113,14 +129,20 @@ def storage_problem(directory: Path, user: Account | None) -> str | None:
         who = user.name
     if problem is None:
         return None
-    if "is not a directory" in problem:
+    fatal = not problem.startswith(_FAULT)
+    problem = problem.removeprefix(_FAULT)
+    if not fatal:
+        fix = "remount it read-write or free space; the agent stores again once it can"
+    elif "is not a directory" in problem:
         fix = f"move {directory} aside, or set storage.dir to a directory {who} owns"
     else:
         fix = (
             f"chown -R {who}: {directory} (or set storage.dir to a directory {who} owns; "
             f"the systemd unit creates {STATE_DIRECTORY} for it)"
         )
-    return f"storage directory {directory}: {problem}, as user {who}. Fix: {fix}"
+    return StorageProblem(
+        f"storage directory {directory}: {problem}, as user {who}. Fix: {fix}", fatal
+    )
 
 
 def _me() -> str:

@@ -376,3 +376,18 @@ def test_check_warns_when_max_mb_exceeds_the_filesystem(tmp_path: Path) -> None:
     r = dust_agent("check", "-c", str(f))
     assert r.returncode == 0, r.stderr
     assert f"warning: {f}: storage.max_mb:" in r.stderr and "filesystem" in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only tmpfs needs root")
+def test_read_only_storage_is_a_warning_not_73(tmp_path: Path) -> None:
+    """A read-only or full disk is a fault the running agent rides out (it reports
+    storage_error and stores again later, tests/integration/test_disk_faults.py): `check`
+    warns, it does not fail as for a directory the service user does not own."""
+    from tests.integration.test_disk_faults import mount, tmpfs
+
+    f = write_config(tmp_path, example_text(tmp_path))
+    with tmpfs(tmp_path / "state", "1m") as state:
+        mount("-o", "remount,ro", str(state))
+        r = dust_agent("check", "-c", str(f))
+    assert r.returncode == 0, r.stderr
+    assert "warning: storage directory" in r.stderr and "Read-only" in r.stderr
