@@ -192,6 +192,7 @@ class StorageSpec:
     sync_interval: float = 10.0  # telemetry is fsync'ed at least this often (alarms: always)
     journal_hmac_key_file: Path | None = None
     journal_hmac_key: bytes | None = field(default=None, repr=False)  # None: not read
+    cap_basis: str = ""  # how max_bytes was chosen, for `dust-agent check`
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +218,8 @@ class AgentConfig:
     platforms: tuple[PlatformSpec, ...] = ()  # [[platforms]]: HTTP uplinks beside MQTT
     web: WebSpec = field(default_factory=WebSpec)  # [web]: the local status page
     operator: OperatorSpec | None = None  # None only for configs built by hand (tests)
+    # "file: key path: message" lines `dust-agent check` prints without failing
+    warnings: tuple[str, ...] = ()
 
     @property
     def operator_spec(self) -> OperatorSpec:
