@@ -55,6 +55,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     print(f"config {cfg.path}: OK")
+    for warning in cfg.warnings:
+        print(f"WARNING: {warning}")
     print(
         f"site {cfg.site.enterprise_code} gateway {cfg.site.gateway_id}"
         f"{' (' + cfg.site.name + ')' if cfg.site.name else ''}; "
@@ -86,6 +88,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     log.info("dust-agent %s starting with %s", __version__, cfg.path)
+    for warning in cfg.warnings:
+        log.warning("config: %s", warning)
     try:
         return asyncio.run(run_until_signalled(cfg))
     except KeyboardInterrupt:

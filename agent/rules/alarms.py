@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from agent.core.decimals import round_value
 from agent.core.model import AlarmEvent, Direction, Level, PointSpec
 from agent.rules.base import Kind
 from agent.rules.lifecycle import AlarmState, chattering
@@ -156,7 +157,7 @@ class AlarmBook:
             transition=action,  # type: ignore[arg-type]
             level=level,
             prev_level=level,
-            value=float(self._value[spec.index]),
+            value=round_value(spec, float(self._value[spec.index])),
             threshold=math.nan if row is None else float(kind.rows.on[row, c]),
             unit=kind.unit_of_measure or spec.unit,
             ts=ts,
