@@ -81,7 +81,7 @@ def translate(a: int, table: str, addressing: Addressing | None, file: Path, pat
         out = from_modicon(table, a)
         if out is None:
             other = _modicon_table(a)
-            hint = f"; {a} is a {other} address in Modicon notation" if other else ""
+            hint = f"; in Modicon notation {a} is in the {other} table" if other else ""
             raise ConfigError(
                 file,
                 path,
