@@ -31,7 +31,9 @@ MAX_DECIMALS = 9
 MEASURE_DIGITS = 6
 THRESHOLD_DIGITS = 12  # a threshold is kept as the config wrote it, minus float noise
 F32_DIGITS = 9  # every float32 round-trips through 9 significant digits
+F32_MIN_DIGITS = 6  # every 6-digit decimal round-trips through a float32 (FLT_DIG)
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
 F32 = -1  # decimals code: shortest float32 form
 KEEP = -2  # decimals code: leave the float64 as it is
 
@@ -58,27 +60,45 @@ def wire_decimals(p: PointSpec) -> int:
 
 
 def shortest_f32(x: FloatArray) -> FloatArray:
-    """Each value as the shortest decimal that reads back as the same float32 (vectorised
-    over digit counts 1..9, not over values)."""
+    """Each value as the shortest decimal that reads back as the same float32.
+
+    Vectorised over digit counts, not values. A normal float32 starts at 6 significant
+    digits: when a shorter decimal reads back (0.3, 63.153), it is also the nearest 6-digit
+    decimal (6-digit decimals lie further apart than a float32 step), so rounding to 6 finds
+    it; the values left over try 7, 8, then 9 digits, which always read back. Magnitudes
+    outside 1e-13..1e13 (where 10**k is no longer exact; subnormals) take numpy's float32
+    repr one by one.
+    """
     out = x.copy()
     x32 = x.astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        todo = np.flatnonzero(np.isfinite(x32) & (x32 != 0))
-        if todo.size == 0:
-            return out
-        v = x[todo]
-        e = np.floor(np.log10(np.abs(v))).astype(np.int64)
-        for digits in range(1, F32_DIGITS + 1):
-            k = digits - 1 - e
-            p = 10.0 ** np.abs(k)
-            cand = np.where(k >= 0, np.rint(v * p) / p, np.rint(v / p) * p)
-            ok = cand.astype(np.float32) == x32[todo]
-            out[todo[ok]] = cand[ok]
-            keep = ~ok
-            if not keep.any():
-                break
-            todo, v, e = todo[keep], v[keep], e[keep]
+        mag = np.abs(x32)
+        finite = np.isfinite(x32) & (x32 != 0)
+        vector = finite & (mag >= 1e-13) & (mag < 1e13)
+        _search(out, x, x32, np.flatnonzero(vector), F32_MIN_DIGITS)
+    for i in np.flatnonzero(finite & ~vector).tolist():
+        out[i] = float(str(x32[i]))  # numpy prints the shortest float32 digits
     return out
+
+
+def _search(
+    out: FloatArray, x: FloatArray, x32: npt.NDArray[np.float32], todo: IntArray, start: int
+) -> None:
+    """Into out[todo]: the fewest digits from `start` on that read back as x32."""
+    if todo.size == 0:
+        return
+    v, want = x[todo], x32[todo]
+    e = np.floor(np.log10(np.abs(v))).astype(np.int64)
+    for digits in range(start, F32_DIGITS + 1):
+        k = digits - 1 - e
+        p = 10.0 ** np.abs(k)
+        cand = np.where(k >= 0, np.rint(v * p) / p, np.rint(v / p) * p)
+        ok = cand.astype(np.float32) == want
+        out[todo[ok]] = cand[ok]
+        keep = ~ok
+        if not keep.any():
+            return
+        todo, v, want, e = todo[keep], v[keep], want[keep], e[keep]
 
 
 class WireRounding:

@@ -31,7 +31,7 @@ def ramp_device(unit: int) -> SimDevice:
     t0 = time.monotonic()
 
     async def action(*args: object) -> None:
-        fc, start, address, count, current, _ = args
+        fc, start, address, _count, current, _ = args
         assert isinstance(current, list) and isinstance(start, int)
         if fc == 3 and address == 0:
             current[0 - start] = 200 + int((time.monotonic() - t0) * 2)

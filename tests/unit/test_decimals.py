@@ -3,11 +3,21 @@ alarm values, compared with hand-written JSON text (no float noise)."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from agent.core.decimals import decimals_of, event_numbers, round_measure, shortest_f32
+from agent.core.decimals import (
+    WireRounding,
+    decimals_of,
+    event_numbers,
+    round_measure,
+    shortest_f32,
+)
 from agent.core.model import Frame, PointSpec
 from agent.rules.texts import make_event
 from agent.source.decode import Decoder, DecodeSpec
@@ -116,3 +126,17 @@ def test_alarm_values_on_the_wire() -> None:
     # a rate alarm carries its measure in °C/min: six significant digits
     assert event_numbers(temp, 2.5000000000000004, 2.0, "°C/min") == (2.5, 2.0)
     assert round_measure(0.033333333333333) == 0.0333333
+
+
+@given(st.floats(width=32, allow_nan=False, allow_infinity=False))
+def test_shortest_float32_agrees_with_numpys_float32_repr(f: float) -> None:
+    # numpy prints a float32 with its shortest round-tripping digits (Dragon4)
+    want = float(np.format_float_positional(np.float32(f), unique=True, trim="-"))
+    assert shortest_f32(np.array([f]))[0] == want
+
+
+@given(st.integers(-32768, 32767), st.sampled_from([1, 10, 100, 1000]))
+def test_scaled_integers_are_the_nearest_float_to_the_decimal(raw: int, per: int) -> None:
+    p = point(0, type="int16", scale=1 / per)
+    got = WireRounding([p]).apply(np.array([0], dtype=np.intp), np.array([raw * (1 / per)]))
+    assert got[0] == float(Fraction(raw, per))  # correctly rounded: its repr is the decimal
