@@ -104,6 +104,7 @@ def cmd_alarms(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from agent.cli import status as status_cli
+    from agent.cli.locale import cli_lang
 
     state_dir, warning = status_cli.state_dir_of(Path(args.config))
     if warning:
@@ -113,7 +114,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"dust-agent status: {exc}", file=sys.stderr)
         return status_cli.EXIT_NO_STATUS
-    print(status_cli.to_json(doc) if args.json else status_cli.to_table(doc))
+    print(status_cli.to_json(doc) if args.json else status_cli.to_table(doc, lang=cli_lang()))
     return status_cli.exit_code(doc)
 
 

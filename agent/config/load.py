@@ -56,6 +56,7 @@ from agent.config.schema import (
     field_names,
 )
 from agent.config.uplink import storage_spec, uplink_spec
+from agent.config.web import web_spec
 from agent.core.model import (
     REGISTER_WIDTH,
     AgentConfig,
@@ -390,5 +391,6 @@ def load_config(file: Path | str) -> AgentConfig:
         uplink=uplink,
         storage=storage_spec(raw.storage, cfg_file, points, buses),
         platforms=platform_specs(raw.platforms, site, points, cfg_file),
+        web=web_spec(raw.web, raw.devices, cfg_file),
         warnings=tuple(warnings),
     )

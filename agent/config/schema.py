@@ -226,6 +226,18 @@ class RawPlatform(_Strict):
     alarm: RawFieldMap | UnsetType = UNSET  # mem: required; hebei_v1_1: fixed (eventsData)
 
 
+class RawWeb(_Strict):
+    """The [web] table: the local status page (agent.config.web, docs/operations.md)."""
+
+    enabled: bool = False
+    bind: str = "127.0.0.1"
+    port: int = 8080
+    token_file: str | UnsetType = UNSET  # required when `bind` is not a loopback address
+    allow_ack: bool = False
+    history_hours: int = 24
+    history_step: float = 60.0
+
+
 class RawRules(_Strict):
     defaults: RawRule = msgspec.field(default_factory=RawRule)
     kinds: dict[str, RawRule] = msgspec.field(default_factory=dict)
@@ -239,6 +251,7 @@ class RawConfig(_Strict):
     storage: RawStorage = msgspec.field(default_factory=RawStorage)
     rules: RawRules = msgspec.field(default_factory=RawRules)
     platforms: list[RawPlatform] = msgspec.field(default_factory=list)
+    web: RawWeb | UnsetType = UNSET
     profiles_dir: str = "profiles"
     rules_pack: str = "rules/default.toml"
 

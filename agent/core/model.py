@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from agent.core.platformspec import PlatformSpec
 from agent.core.rulespec import NO_RULES, PointRules
+from agent.core.webspec import WebSpec
 
 DataType = Literal["uint16", "int16", "uint32", "int32", "float32", "uint64", "int64", "float64"]
 WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
@@ -206,6 +207,7 @@ class AgentConfig:
     uplink: UplinkSpec
     storage: StorageSpec
     platforms: tuple[PlatformSpec, ...] = ()  # [[platforms]]: HTTP uplinks beside MQTT
+    web: WebSpec = field(default_factory=WebSpec)  # [web]: the local status page
     warnings: tuple[str, ...] = ()  # doubtful but valid settings (`dust-agent check` prints)
 
     def topic(self, stream: str) -> str:

@@ -19,6 +19,7 @@ from agent.service.health import Health
 from agent.service.ops import Ops
 from agent.service.reload import reload_config
 from agent.service.systemd import sd_notify
+from agent.service.web import WebHook
 from agent.source.plan import BusPlan, compile_config_plan
 from agent.source.poller import BusPoller
 from agent.store.guard import StoreGuard
@@ -67,6 +68,7 @@ class Agent:
         self.ops = Ops(self, self.clock)
         self.health = Health(cfg, self.outbox, self.forwarder, self.store, self.ops.status)
         self.health.platforms = self.platforms
+        self.web = WebHook(self)  # the status page ([web]); does nothing when disabled
         self._stop = asyncio.Event()
         self.frames_processed = 0
         self._tg: asyncio.TaskGroup | None = None
@@ -164,6 +166,7 @@ class Agent:
                     tg.create_task(pf.run(), name=f"uplink:{pf.name}") for pf in self.platforms
                 ]
                 self.ops.start(tg)
+                self.web.start(tg)
                 health_task = tg.create_task(self.health.run(), name="health")
                 stop_task = tg.create_task(self._stop.wait(), name="stop")
                 await stop_task
@@ -172,6 +175,7 @@ class Agent:
                     # Order matters: stop reading, store what was read, then let the uplink go.
                     await self.stop_pollers()
                     await self.ops.stop()
+                    await self.web.stop()
                     rules_task.cancel()
                     health_task.cancel()
                     if self._fwd_task is not None:
@@ -195,11 +199,13 @@ class Agent:
                 if events:
                     await self._journal(events)
                     entries.append(encode_alarms(events))
+                    self.web.note(events)
                     for ev in events:
                         log.warning("alarm %s %s: %s", ev.transition, ev.alarm_id, ev.text_en)
             await self.store.put(entries)
             for frame in batch:
                 self.ops.observe(frame)
+                self.web.observe(frame)
             self.frames_processed += len(batch)
             for _ in batch:
                 self.frames.task_done()
