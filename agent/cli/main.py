@@ -80,6 +80,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     width = max(len(p.code) for p in cfg.points)
     for p in cfg.points:
         print(f"  {p.code:<{width}}  {p.kind:<22} {p.unit:<4} {_rule_text(p)}")
+    written = [p for p in cfg.points if p.written_address]
+    if written:
+        print()
+        print("addresses as written (addressing) and as read:")
+        for p in written:
+            print(f"  {p.code:<{width}}  {p.written_address} -> {p.table} {p.address}")
     return 0
 
 

@@ -141,11 +141,20 @@ def test_modicon_looking_zero_based_address_is_a_check_warning(tmp_path: Path) -
     )
     assert out.returncode == 0, out.stderr
     assert "WARNING: " in out.stdout
+    assert "addresses as written" not in out.stdout
     assert "devices[0].points[0].address: holding address 40001 looks like Modicon" in out.stdout
     assert 'addressing = "modicon"' in out.stdout
     # written out, zero_based is taken as meant: no warning
     cfg = _one_device(tmp_path, {"points": pts, "addressing": "zero_based"})
     assert load_config(cfg).warnings == ()
+    # written in Modicon notation: check prints the address as written and as read
+    cfg = _one_device(tmp_path, {"points": pts, "addressing": "modicon"})
+    out = subprocess.run(
+        [str(BIN / "dust-agent"), "check", "-c", str(cfg)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "WARNING" not in out.stdout
+    assert "D.t  40001 (modicon) -> holding 0" in out.stdout, out.stdout
     # a 6-digit form with the default addressing is an error that names the way out
     pts6 = [{"key": "t", "table": "holding", "address": 400001}]
     with pytest.raises(
