@@ -103,7 +103,8 @@ def _decimals(
     raw: RawPlatform, chosen: Sequence[PointSpec], where: str, cfg_file: Path
 ) -> dict[str, int]:
     by_name = {f"{p.device}.{p.key}": p.code for p in chosen} | {p.code: p.code for p in chosen}
-    out: dict[str, int] = {}
+    # a point's own `decimals` (its wire decimals) unless this platform's point_decimals says
+    out: dict[str, int] = {p.code: min(p.decimals, 6) for p in chosen if p.decimals is not None}
     for key, d in raw.point_decimals.items():
         if key not in by_name:
             raise ConfigError(

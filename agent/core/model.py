@@ -107,6 +107,10 @@ class PointSpec:
     # registers (or bits) of this point's device declared unmapped (`holes`, any table): the
     # read plan never spans them
     holes: tuple[int, ...] = ()
+    # decimals of the value on the wire (None: the point's resolution, agent.core.decimals)
+    decimals: int | None = None
+    # the address as the config wrote it when `addressing` is not zero_based ("40001"), else ""
+    written_address: str = ""
 
     @property
     def width(self) -> int:

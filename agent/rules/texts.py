@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 
+from agent.core.decimals import event_numbers
 from agent.core.model import AlarmEvent, Direction, Level, PointSpec, Transition
 from agent.rules import registry
 
@@ -123,6 +124,7 @@ def make_event(
 ) -> AlarmEvent:
     """The event (with zh/en texts) for one level change of one alarm of a point."""
     unit = spec.unit if unit is None else unit
+    value, threshold = event_numbers(spec, float(value), float(threshold), unit)
     v, t = qty(value, unit), qty(threshold, unit)
     if kind == "threshold":
         text_zh, text_en = _threshold_texts(spec, direction, prev, new, v=v, t=t)
@@ -137,8 +139,8 @@ def make_event(
         transition=transition_of(prev, new),
         level=LEVELS[new],
         prev_level=LEVELS[prev],
-        value=float(value),
-        threshold=float(threshold),
+        value=value,
+        threshold=threshold,
         unit=unit,
         ts=float(ts),
         text_zh=text_zh,

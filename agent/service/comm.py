@@ -60,9 +60,14 @@ class CommAlarms:
         self._pending: deque[AlarmEvent] = deque()
         self.cap = cap
         self.dropped = 0
+        self.active: dict[str, AlarmEvent] = {}  # raised and not cleared, by alarm id (status)
 
     def note(self, change: DeviceChange) -> None:
         for ev in comm_loss_events(change):
+            if ev.transition == "raise":
+                self.active[ev.alarm_id] = ev
+            else:
+                self.active.pop(ev.alarm_id, None)
             if len(self._pending) >= self.cap:
                 self._pending.popleft()
                 self.dropped += 1
