@@ -12,6 +12,7 @@ import msgspec
 from agent.config.errors import ConfigError
 from agent.config.schema import RawStorage, RawUplink
 from agent.config.secrets import SecretError, resolve
+from agent.core.backoff import ReconnectPolicy
 from agent.core.model import (
     BusSpec,
     Credentials,
@@ -101,6 +102,25 @@ def _credentials(up: RawUplink, cfg_file: Path) -> Credentials | None:
     return Credentials(user, password or "")
 
 
+def _reconnect(up: RawUplink, cfg_file: Path) -> ReconnectPolicy:
+    checks = [
+        ("reconnect_initial", 0 < up.reconnect_initial <= 60, "must be above 0 and at most 60 s"),
+        ("reconnect_cap", up.reconnect_initial <= up.reconnect_cap <= 300,
+         "must be at least reconnect_initial and at most 300 s"),
+        ("reconnect_jitter", 0 <= up.reconnect_jitter <= 600, "must be 0 to 600 s"),
+        ("reconnect_refused", 1 <= up.reconnect_refused <= 3600, "must be 1 to 3600 s"),
+    ]  # fmt: skip
+    for key, ok, what in checks:
+        if not ok:
+            raise ConfigError(cfg_file, f"uplink.{key}", f"{getattr(up, key)}: {what}")
+    return ReconnectPolicy(
+        initial=up.reconnect_initial,
+        cap=up.reconnect_cap,
+        jitter=up.reconnect_jitter,
+        refused=up.reconnect_refused,
+    )
+
+
 def uplink_spec(up: RawUplink, site: SiteSpec, cfg_file: Path) -> UplinkSpec:
     checks = [
         ("port", 1 <= up.port <= 65535, "must be between 1 and 65535"),
@@ -129,6 +149,7 @@ def uplink_spec(up: RawUplink, site: SiteSpec, cfg_file: Path) -> UplinkSpec:
         health_interval=up.health_interval,
         tls=_tls(up, cfg_file),
         credentials=_credentials(up, cfg_file),
+        reconnect=_reconnect(up, cfg_file),
     )
 
 

@@ -1,4 +1,5 @@
-"""Reconnect backoff shared by the bus pollers and the uplink forwarding loop (tenacity waits).
+"""Reconnect waits: the backoff of the bus pollers and platforms (tenacity waits), and the MQTT
+uplink's probe-then-spread ReconnectPolicy.
 
 The delays come from tenacity's wait strategies; what tenacity does not have (its retry
 state lives for one call) is kept here: the attempt count survives across connections and
@@ -7,7 +8,9 @@ starts over only after a *stable* session, so a link that flaps keeps backing of
 
 from __future__ import annotations
 
+import random
 import time
+from dataclasses import dataclass
 from typing import Literal
 
 import tenacity
@@ -66,3 +69,64 @@ class Backoff:
         self.attempt += 1
         self._state.attempt_number = min(self.attempt, 60)
         return float(self._wait(self._state))
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectPolicy:
+    """How an uplink with a cheap reachability probe (MQTT) comes back after an outage.
+
+    While the upstream is down the loop probes it (a bare TCP connect, closed at once) at an
+    interval that starts at `initial` and doubles to `cap`, each drawn from [bound/2, bound].
+    Once a probe succeeds, the real connect (MQTT CONNECT) waits a random delay uniform in
+    [0, `jitter`], so a fleet that lost the same broker spreads its connects over `jitter`
+    seconds instead of all arriving in the same instant. A refused login waits `refused`
+    (times 0.5..1) first: it will not fix itself in a second. Sessions that end within
+    `stable_after` seconds twice in a row double the spread window (a flapping link),
+    up to `refused`.
+    """
+
+    initial: float = 0.25
+    cap: float = 0.5
+    jitter: float = 5.0
+    refused: float = 60.0
+    stable_after: float = 30.0
+
+
+class Reconnect:
+    """The state of one uplink's ReconnectPolicy: probe cadence, spread and flap count."""
+
+    def __init__(self, policy: ReconnectPolicy, rng: random.Random | None = None) -> None:
+        self.policy = policy
+        self._rng = rng or random.Random()
+        self._probes = Backoff(policy.initial, policy.cap, stable_after=0.0, jitter="equal")
+        self._connected_at: float | None = None
+        self.flaps = 0  # sessions in a row that ended within stable_after
+
+    def connected(self, now: float | None = None) -> None:
+        """A session started at `now` (monotonic seconds; default: now)."""
+        self._connected_at = time.monotonic() if now is None else now
+
+    def lost(self, now: float | None = None) -> None:
+        """The session (or a connect attempt) failed: probing starts over from `initial`."""
+        now = time.monotonic() if now is None else now
+        if self._connected_at is not None:
+            short = now - self._connected_at < self.policy.stable_after
+            self.flaps = self.flaps + 1 if short else 0
+        self._connected_at = None
+        self._probes.attempt = 0
+
+    def probe_delay(self) -> float:
+        """The wait before the next probe."""
+        return self._probes.next_delay()
+
+    def connect_delay(self) -> float:
+        """The spread before the connect that follows a successful probe."""
+        p = self.policy
+        window = p.jitter
+        if self.flaps >= 2:
+            window = min(max(p.refused, p.jitter), p.jitter * 2.0 ** (self.flaps - 1))
+        return self._rng.uniform(0.0, window)
+
+    def refused_delay(self) -> float:
+        """The wait after the upstream refused the login (or the TLS handshake)."""
+        return self.policy.refused * self._rng.uniform(0.5, 1.0)
