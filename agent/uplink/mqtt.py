@@ -45,7 +45,7 @@ PROBE_TIMEOUT = 3.0  # seconds a probe's TCP connect may take (a black-holed hos
 _REFUSED_RC = frozenset({1, 2, 4, 5, 132, 133, 134, 135, 138, 140})
 # what an OSError from a connect means, in the words an installer searches for
 _OS_CAUSE = {
-    errno.ECONNREFUSED: "connection refused (nothing listens on that port)",
+    errno.ECONNREFUSED: "connection refused",
     errno.EHOSTUNREACH: "host unreachable",
     errno.ENETUNREACH: "network unreachable",
     errno.ECONNRESET: "connection reset",
@@ -301,6 +301,12 @@ class MqttUplink:
                 f"TLS handshake with MQTT broker {where} failed: {exc.reason or exc}; check that "
                 "the port speaks TLS and, if the broker requires a client certificate, "
                 "uplink.cert_file/key_file"
+            )
+        if self._tls is not None and isinstance(exc, ConnectionResetError | ssl.SSLEOFError):
+            # the TCP connect succeeded (or it would be "refused"): the handshake was cut off
+            return (
+                f"TLS handshake with MQTT broker {where} failed: {os_cause(exc)} by the broker; "
+                "check that the port speaks TLS"
             )
         return f"cannot reach MQTT broker {where}: {os_cause(exc)}"
 
