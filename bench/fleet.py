@@ -300,7 +300,8 @@ def report(args: argparse.Namespace, run: Run, tap: Tap, broker: Broker) -> None
         print(
             f"  resume (broker launched -> first telemetry at the tap), {len(resume)}/{n} agents: "
             f"median {statistics.median(resume):.2f} s, "
-            f"p90 {resume[int(0.9 * (len(resume) - 1))]:.2f} s, max {resume[-1]:.2f} s (target: median <= 3 s, max <= 6 s)"
+            f"p90 {resume[int(0.9 * (len(resume) - 1))]:.2f} s, max {resume[-1]:.2f} s "
+            "(target: median <= 3 s, max <= 6 s)"
         )
     span = range(0, max([*mqtt, *tcp, 0]) + 1)
     print(
