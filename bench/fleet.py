@@ -111,7 +111,7 @@ def gateway(i: int) -> str:
     return f"F{i:03d}"
 
 
-def agent_config(tmp: Path, i: int, sim_ports: list[int], broker_port: int) -> Path:
+def agent_config(tmp: Path, i: int, sim_ports: list[int], broker_port: int, slots: bool) -> Path:
     sim, slot = divmod(i * DEVICES, UNITS_PER_SIM)
     point = {"table": "holding", "type": "uint16", "unit": "", "kind": "generic"}
     data = {
@@ -134,7 +134,8 @@ def agent_config(tmp: Path, i: int, sim_ports: list[int], broker_port: int) -> P
             }
             for d in range(DEVICES)
         ],
-        "uplink": {"host": LOOPBACK, "port": broker_port, "topic_prefix": "fleet"},
+        "uplink": {"host": LOOPBACK, "port": broker_port, "topic_prefix": "fleet"}
+        | ({"reconnect_slot": i} if slots else {}),
         "storage": {"dir": str(tmp / gateway(i))},
         "rules_pack": str(REPO / "config" / "rules" / "default.toml"),
     }
@@ -156,14 +157,18 @@ def start_sims(tmp: Path, agents: int) -> tuple[list[Proc], list[int]]:
     return sims, ports
 
 
-def start_agents(tmp: Path, n: int, sim_ports: list[int], port: int, rate: float) -> list[Proc]:
+def start_agents(
+    tmp: Path, args: argparse.Namespace, sim_ports: list[int], port: int
+) -> list[Proc]:
     env = {"DUST_AGENT_CLOCK_SYNC": "yes", "DUST_AGENT_LOG_LEVEL": "info"}
     agents = []
-    for i in range(n):
-        cfg = agent_config(tmp, i, sim_ports, port)
+    for i in range(args.agents):
+        cfg = agent_config(tmp, i, sim_ports, port, args.slots)
         cmd = [str(BIN / "dust-agent"), "run", "-c", str(cfg)]
         agents.append(Proc(cmd, tmp / f"{gateway(i)}.log", env=env))
-        time.sleep(1.0 / rate)  # imports cost ~0.3 s of CPU each: do not start 100 at once
+        time.sleep(
+            1.0 / args.start_rate
+        )  # imports cost ~0.3 s of CPU each: do not start 100 at once
     return agents
 
 
@@ -210,7 +215,7 @@ def run_fleet(args: argparse.Namespace, tmp: Path) -> tuple[Run, Tap, Broker]:
     tap.start()
     agents: list[Proc] = []
     try:
-        agents = start_agents(tmp, args.agents, sim_ports, broker.port, args.start_rate)
+        agents = start_agents(tmp, args, sim_ports, broker.port)
         ids = {gateway(i) for i in range(args.agents)}
         wait_for(lambda: tap.telemetry_from(0.0) >= ids, 300, "telemetry from every agent", 0.5)
         print(f"fleet: {args.agents} agents up and delivering; running {args.before:g} s")
@@ -290,7 +295,8 @@ def report(args: argparse.Namespace, run: Run, tap: Tap, broker: Broker) -> None
     n = args.agents
     print(
         f"fleet benchmark: {n} agents x {DEVICES} devices x {REGISTERS} registers at 1 s "
-        f"({n * DEVICES * REGISTERS} points), broker down {args.outage:g} s"
+        f"({n * DEVICES * REGISTERS} points), broker down {args.outage:g} s, "
+        + ("reconnect_slot 0..N-1" if args.slots else "no reconnect_slot (hashed phases)")
     )
     print(
         f"  streams: {streams}, records {records}, lost {lost}, duplicates {dups}"
@@ -333,6 +339,12 @@ def main() -> int:
     ap.add_argument("--before", type=float, default=30.0, help="seconds of steady run before")
     ap.add_argument("--after", type=float, default=30.0, help="seconds after every agent resumed")
     ap.add_argument("--start-rate", type=float, default=5.0, help="agents started per second")
+    ap.add_argument(
+        "--no-slots",
+        dest="slots",
+        action="store_false",
+        help="no [uplink] reconnect_slot: phases from a hash of each client id (as random)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="dust-fleet-") as d:
         run, tap, broker = run_fleet(args, Path(d))

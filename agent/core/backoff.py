@@ -8,6 +8,7 @@ starts over only after a *stable* session, so a link that flaps keeps backing of
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from dataclasses import dataclass
@@ -71,25 +72,48 @@ class Backoff:
         return float(self._wait(self._state))
 
 
+GOLDEN = (5**0.5 - 1) / 2  # 0.618...: consecutive multiples mod 1 spread most evenly
+
+
+def slot_phase(slot: int) -> float:
+    """The fraction of the spread cycle where the agent with this slot number connects.
+
+    Multiples of the golden ratio mod 1: any run of N consecutive slots is spread so evenly
+    that every arc of the cycle holds N x its length, give or take one (the three-distance
+    theorem), whatever N is and wherever the run starts.
+    """
+    return (slot * GOLDEN) % 1.0
+
+
+def key_phase(key: str) -> float:
+    """A stable phase for an agent without a slot (from its client id): as good as random."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
 @dataclass(frozen=True, slots=True)
 class ReconnectPolicy:
     """How an uplink with a cheap reachability probe (MQTT) comes back after an outage.
 
     While the upstream is down the loop probes it (a bare TCP connect, closed at once) at an
     interval that starts at `initial` and doubles to `cap`, each drawn from [bound/2, bound].
-    Once a probe succeeds, the real connect (MQTT CONNECT) waits a random delay uniform in
-    [0, `jitter`], so a fleet that lost the same broker spreads its connects over `jitter`
-    seconds instead of all arriving in the same instant. A refused login waits `refused`
-    (times 0.5..1) first: it will not fix itself in a second. Sessions that end within
-    `stable_after` seconds twice in a row double the spread window (a flapping link),
-    up to `refused`.
+    Once a probe succeeds, the real connect (MQTT CONNECT) waits for the agent's own instant
+    in a wall-clock cycle of `jitter` seconds: `phase` x jitter after each multiple of jitter
+    since the epoch. So a fleet that lost the same broker connects spread over `jitter` seconds,
+    each agent at its phase: with distinct consecutive slots (slot_phase) at most
+    N / jitter + 1 a second, with hashed phases (key_phase) N / jitter a second on average.
+    Without synchronised clocks the phases are merely random. A refused login waits
+    `refused` (times 0.5..1) first: it will not fix itself in a second. Sessions that end
+    within `stable_after` seconds twice in a row widen the spread (random, doubling per flap,
+    up to `refused`): a flapping link backs off.
     """
 
-    initial: float = 0.25
-    cap: float = 0.5
-    jitter: float = 5.0
+    initial: float = 0.1
+    cap: float = 0.25
+    jitter: float = 5.5
     refused: float = 60.0
     stable_after: float = 30.0
+    phase: float | None = None  # in [0, 1); None: drawn at random once
 
 
 class Reconnect:
@@ -98,6 +122,7 @@ class Reconnect:
     def __init__(self, policy: ReconnectPolicy, rng: random.Random | None = None) -> None:
         self.policy = policy
         self._rng = rng or random.Random()
+        self.phase = policy.phase if policy.phase is not None else self._rng.random()
         self._probes = Backoff(policy.initial, policy.cap, stable_after=0.0, jitter="equal")
         self._connected_at: float | None = None
         self.flaps = 0  # sessions in a row that ended within stable_after
@@ -119,13 +144,17 @@ class Reconnect:
         """The wait before the next probe."""
         return self._probes.next_delay()
 
-    def connect_delay(self) -> float:
-        """The spread before the connect that follows a successful probe."""
+    def connect_delay(self, wall: float | None = None) -> float:
+        """The wait from `wall` (epoch seconds; default: now) to this agent's next instant in
+        the spread cycle, after a successful probe."""
         p = self.policy
-        window = p.jitter
+        if p.jitter <= 0:
+            return 0.0
         if self.flaps >= 2:
             window = min(max(p.refused, p.jitter), p.jitter * 2.0 ** (self.flaps - 1))
-        return self._rng.uniform(0.0, window)
+            return self._rng.uniform(0.0, window)
+        wall = time.time() if wall is None else wall
+        return (self.phase * p.jitter - wall) % p.jitter
 
     def refused_delay(self) -> float:
         """The wait after the upstream refused the login (or the TLS handshake)."""

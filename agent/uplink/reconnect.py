@@ -5,12 +5,14 @@ agent.uplink.forwarder runs this between connects when its Policy has a `reconne
 
 1. after a refused login or TLS handshake, wait `refused` (x 0.5..1) first;
 2. probe (a TCP connect, closed at once) every `initial`..`cap` seconds until one succeeds;
-3. wait a random delay uniform in [0, `jitter`], so a fleet spreads its MQTT CONNECTs.
+3. wait for this agent's instant in the wall-clock spread cycle of `jitter` seconds (its
+   phase: from `reconnect_slot`, or a hash of the client id), so a fleet that lost the same
+   broker connects spread over the cycle instead of all in the same instant.
 
-A probe costs the broker an accept and an EOF and the agent well under a millisecond, so
-probing every half second keeps the time from "broker back" to "connected" short whatever the
-outage length, while the spread, not the probe cadence, sets how many CONNECTs the broker
-sees per second. docs/config.md gives the numbers.
+A probe costs the broker host an accept (or a RST) and the agent well under a millisecond,
+so probing every `cap` seconds keeps the time from "broker back" to "connected" short
+whatever the outage length, while the cycle, not the probe cadence, sets how many CONNECTs the
+broker sees per second. docs/config.md gives the numbers.
 """
 
 from __future__ import annotations
