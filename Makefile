@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_SECONDS ?= 90
 PYTEST_ARGS ?=
 
-.PHONY: demo test check bench bench-e2e bench-drain bench-bus bench-ingest system-deps venv clean install
+.PHONY: demo test check bench bench-e2e bench-drain bench-bus bench-ingest bench-fleet system-deps venv clean install
 
 system-deps:
 	@scripts/setup-system.sh
@@ -46,6 +46,10 @@ bench-bus: venv
 
 bench-ingest: venv
 	@$(BIN)/python bench/ingest.py
+
+# 100 agents and a broker restart (~2.5 min, ~6 GB RSS): not part of `make bench`
+bench-fleet: venv
+	@$(BIN)/python bench/fleet.py
 
 # Install as a systemd service on this machine (as root): docs/operations.md.
 install:
