@@ -66,7 +66,7 @@ class OutageLog:
     """One warning when an outage starts, naming its cause, and one line when it ends.
 
     A link that breaks mid-session only tells us the socket went away ("the connection was
-    closed or reset"); with `defer_lost`, that is held back and the outage is logged with the
+    closed or reset"); failed(lost=True) holds that back and the outage is logged with the
     cause the next probe or connect gets ("connection refused", "not authorised"), followed by
     the loss in brackets. A link lost and regained at the first attempt gets one line.
     """

@@ -98,7 +98,7 @@ def test_restart_resumes_with_the_configured_probe_cadence(tmp_path: Path, pbrok
     probes = [stamp(m) for m in PROBE.findall(text)]
     gaps = [b - a for a, b in itertools.pairwise(probes)]
     assert 0.4 <= statistics.median(gaps) <= 1.5, gaps
-    assert max(gaps) < 3.0, gaps
+    assert max(gaps) < 4.0, gaps  # generous: a loaded machine may delay a wake-up
 
 
 def password_broker(tmp_path: Path) -> Broker:
