@@ -315,7 +315,16 @@ class MqttUplink:
         cause = exc.__cause__ or exc.__context__
         if str(exc) == "Operation timed out":  # aiomqtt's wait for the CONNACK
             limit = self.spec.publish_timeout
-            return f"cannot reach MQTT broker {where}: no CONNACK within {limit:g} s"
+            hint = ""
+            tls = self.spec.tls
+            if tls is not None and tls.cert_file is None:
+                # TLS 1.3: a broker that requires a client certificate drops the session after
+                # the handshake, and the client sees no CONNACK rather than a TLS error
+                hint = (
+                    "; the TLS session has no client certificate: if the broker requires one, "
+                    "set uplink.cert_file/key_file"
+                )
+            return f"cannot reach MQTT broker {where}: no CONNACK within {limit:g} s{hint}"
         if isinstance(cause, OSError):
             return self._explain_os(cause)
         if _rc(exc) in (4, 5, 134, 135):
