@@ -107,3 +107,9 @@ def test_bad_reconnect_values_name_the_key(tmp_path: Path, key: str, value: floa
     with pytest.raises(ConfigError) as info:
         load(tmp_path, **{key: value})
     assert f"uplink.{key}" in str(info.value)
+
+
+def test_a_refused_login_waits_half_to_all_of_reconnect_refused() -> None:
+    r = Reconnect(ReconnectPolicy(refused=60.0), random.Random(3))
+    waits = [r.refused_delay() for _ in range(100)]
+    assert all(30.0 <= w <= 60.0 for w in waits)
