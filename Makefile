@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_SECONDS ?= 90
 PYTEST_ARGS ?=
 
-.PHONY: demo test check bench bench-e2e bench-drain bench-bus bench-ingest bench-sim bench-web system-deps venv clean install
+.PHONY: demo test check bench bench-e2e bench-drain bench-bus bench-ingest bench-sim bench-web bench-fleet system-deps venv clean install
 
 system-deps:
 	@scripts/setup-system.sh
@@ -52,6 +52,10 @@ bench-sim: venv
 
 bench-web: venv
 	@$(BIN)/python bench/web.py
+
+# 100 agents and a broker restart (~2.5 min, ~6 GB RSS): not part of `make bench`
+bench-fleet: venv
+	@$(BIN)/python bench/fleet.py
 
 # Install as a systemd service on this machine (as root): docs/operations.md.
 install:

@@ -168,6 +168,12 @@ class RawUplink(_Strict):
     max_inflight: int = 10
     backlog_records_per_s: float = 10_000.0
     health_interval: float = 60.0
+    # reconnect (agent.core.backoff.ReconnectPolicy; docs/config.md says why these defaults)
+    reconnect_initial: float = 0.1  # first probe after a loss
+    reconnect_cap: float = 0.25  # longest interval between probes while the broker is down
+    reconnect_jitter: float = 5.5  # MQTT CONNECTs spread over a cycle of this many s
+    reconnect_slot: int | UnsetType = UNSET  # this gateway's number in its fleet (phase)
+    reconnect_refused: float = 60.0  # wait after a refused login or a failed TLS handshake
     tls: bool | UnsetType = UNSET  # default: true when ca_file or cert_file is set
     ca_file: str | UnsetType = UNSET
     cert_file: str | UnsetType = UNSET

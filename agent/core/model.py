@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from agent.core.backoff import ReconnectPolicy
 from agent.core.platformspec import PlatformSpec
 from agent.core.rulespec import NO_RULES, PointRules
 from agent.core.webspec import WebSpec
@@ -168,6 +169,8 @@ class UplinkSpec:
     health_interval: float = 60.0  # seconds between health messages (0 = off)
     tls: TlsSpec | None = None
     credentials: Credentials | None = None
+    # None: plain backoff (backoff_base doubling to backoff_cap); the config always sets one
+    reconnect: ReconnectPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)

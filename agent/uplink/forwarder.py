@@ -13,8 +13,12 @@ must do and what the loop guarantees). The loop:
   rows are acked in the outbox only after every message of it was acknowledged.
 - Failure: any UplinkError drops the link; every unacknowledged batch is kept and sent
   again (same seq numbers) after a reconnect with backoff (agent.core.backoff, reset after
-  a stable session). Duplicates are bounded by the in-flight window: max_inflight messages
-  per failure or crash.
+  a stable session), or, with a `Policy.reconnect` and an uplink that can probe (MQTT),
+  after probes found the upstream back and a random spread passed (agent.uplink.reconnect).
+  Duplicates are bounded by the in-flight window: max_inflight messages per failure or crash.
+- Logs: one warning when an outage starts, naming the cause a connect attempt got ("connection
+  refused", "not authorised"; a lost link alone only says the socket went away), and one line
+  when it ends.
 """
 
 from __future__ import annotations
@@ -29,11 +33,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.core.backoff import Backoff
+from agent.core.backoff import Backoff, Reconnect
 from agent.core.model import SiteSpec, UplinkSpec
 from agent.store.outbox import Batch, Outbox, OutboxConsumer
-from agent.uplink.contract import Codec, Message, Policy, Uplink, UplinkError
+from agent.uplink.contract import (
+    Codec,
+    Message,
+    Policy,
+    Probing,
+    Uplink,
+    UplinkError,
+    UplinkRefused,
+)
 from agent.uplink.payload import MqttCodec
+from agent.uplink.reconnect import OutageLog, wait_until_reachable
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +141,16 @@ class Forwarder:
         self.uplink, self.codec, self.policy = uplink, codec, policy
         self.labels = labels or {}  # extra fields of this uplink's health entry
         self.backoff = Backoff(policy.backoff_base, policy.backoff_cap, policy.stable_after)
+        self.reconnect = (
+            Reconnect(policy.reconnect)
+            if policy.reconnect is not None and isinstance(uplink, Probing)
+            else None
+        )
+        self._refused = False  # the last connect was refused (long wait before the next)
+        self.outage = OutageLog(self.consumer.name, uplink.target, log)
         self.backlog = TokenBucket(policy.backlog_rate, max(policy.backlog_rate, 1.0))
         self.stats = ForwarderStats()
         self._open = False  # connect() succeeded and no failure since
-        self._down_since: float | None = None  # monotonic time of the first failure in a row
         # a failed publish_side: an idle drain loop (nothing stored, e.g. the disk is full)
         # would not notice the dead link otherwise, so the health messages would stop for good
         self._side_error: UplinkError | None = None
@@ -166,9 +185,9 @@ class Forwarder:
                             await self.consumer.set_live_boundary(live)
                         await self._drain()
                     except UplinkError as exc:
-                        self._failed(exc)
+                        self._failed(exc, lost=self.reconnect is not None)
                         await self.uplink.close(clean=False)
-                await asyncio.sleep(self.backoff.next_delay())
+                await self._pause()
                 self.stats.reconnects += 1
         except asyncio.CancelledError:
             self.stats.connected = False
@@ -177,13 +196,29 @@ class Forwarder:
                 await self.uplink.close(clean=True)
             raise
 
+    async def _pause(self) -> None:
+        """The wait before the next connect: probes then a spread, or the plain backoff."""
+        state, uplink = self.reconnect, self.uplink
+        if state is None or not isinstance(uplink, Probing):
+            await asyncio.sleep(self.backoff.next_delay())
+            return
+        state.lost()
+        await wait_until_reachable(
+            uplink, state, refused=self._refused, failed=self._failed, tick=self._tick
+        )
+
+    def _tick(self) -> None:
+        self.stats.last_progress = time.monotonic()
+
     async def _connect(self) -> bool:
         try:
             await self.uplink.connect()
         except UplinkError as exc:
+            self._refused = isinstance(exc, UplinkRefused)
             self._failed(exc)
             await self.uplink.close(clean=False)
             return False
+        self._refused = False
         self._open = True
         self._side_error = None
         self.stats.connects += 1
@@ -194,28 +229,18 @@ class Forwarder:
     def _up(self) -> None:
         """The link is proven (connected, or a first acknowledgement)."""
         self.backoff.connected()
+        if self.reconnect is not None:
+            self.reconnect.connected()
         self.stats.connected = True
-        if self._down_since is not None:
-            log.info(
-                "uplink %s (%s) is back after %.0f s; sending the backlog",
-                self.name,
-                self.uplink.target,
-                time.monotonic() - self._down_since,
-            )
-            self._down_since = None
-        elif self.stats.connects == 1:
-            log.info("uplink %s (%s) connected", self.name, self.uplink.target)
+        self.outage.up(first=self.stats.connects == 1)
 
-    def _failed(self, exc: UplinkError) -> None:
+    def _failed(self, exc: UplinkError, *, lost: bool = False) -> None:
+        """A connect, probe or send failed (lost: a working link broke; see OutageLog)."""
         self._open = False
         self.stats.connected = False
         self.stats.failures += 1
         self.stats.last_error = str(exc)
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-            log.warning("uplink down: %s; data is kept in the outbox and retried", exc)
-        else:
-            log.debug("uplink %s still down: %s", self.name, exc)
+        self.outage.failed(exc, lost=lost)
 
     async def _drain(self) -> None:
         """Send until the link fails (UplinkError); unacknowledged batches are kept."""
@@ -367,6 +392,7 @@ def mqtt_policy(spec: UplinkSpec, stable_after: float = 30.0) -> Policy:
         backoff_base=spec.backoff_base,
         backoff_cap=spec.backoff_cap,
         stable_after=stable_after,
+        reconnect=spec.reconnect,
     )
 
 
