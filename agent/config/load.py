@@ -277,6 +277,7 @@ def _resolve_point(
         rules=point_rules_from(merged, cfg_file, rule_path, p.key),
         bit=None if isinstance(p.bit, msgspec.UnsetType) else p.bit,
         read_mode=dev.read_mode,
+        device_zh=dev.name_zh,
     )
 
 

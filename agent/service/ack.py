@@ -243,7 +243,7 @@ def add_operator_commands(
 
     def common(name: str, text: str) -> argparse.ArgumentParser:
         p = with_config(sub.add_parser(name, help=text, description=text))
-        p.add_argument("alarm_id", metavar="ID", help="alarm id, e.g. 130100000001DC01HT:high")
+        p.add_argument("alarm_id", metavar="ID", help="alarm id, e.g. 1301000000010101001:high")
         p.add_argument("--by", required=True, metavar="NAME", help="who does this (journaled)")
         p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the agent")
         return p

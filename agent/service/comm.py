@@ -13,6 +13,7 @@ events (event stream, docs/payloads.md), drained by the same rules stage.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 
 from agent.core.model import AlarmEvent
 from agent.source.poller import DeviceChange, LinkChange
@@ -22,15 +23,22 @@ from agent.uplink.payload import encode_event
 MAX_PENDING = 10_000
 
 
-def comm_loss_events(change: DeviceChange) -> list[AlarmEvent]:
-    """The alarm transitions for one DeviceChange (one per device on that unit)."""
+def comm_loss_events(
+    change: DeviceChange, names_zh: Mapping[str, str] | None = None
+) -> list[AlarmEvent]:
+    """The alarm transitions for one DeviceChange (one per device on that unit); Chinese texts
+    name a device by its `name_zh` where `names_zh` has one."""
     out = []
     where = f"bus {change.bus} unit {change.unit}"
     for device in change.devices:
+        zh_name = (names_zh or {}).get(device) or device
         if change.lost:
-            zh, en = f"{device} 通讯中断", f"{device} communication lost ({where}): {change.reason}"
+            zh, en = (
+                f"{zh_name} 通讯中断",
+                f"{device} communication lost ({where}): {change.reason}",
+            )
         else:
-            zh, en = f"{device} 通讯恢复", f"{device} communication restored ({where})"
+            zh, en = f"{zh_name} 通讯恢复", f"{device} communication restored ({where})"
         out.append(
             AlarmEvent(
                 alarm_id=f"{device}:comm_loss",
@@ -56,13 +64,14 @@ def comm_loss_events(change: DeviceChange) -> list[AlarmEvent]:
 class CommAlarms:
     """Pending comm_loss events between the pollers and the rules stage (bounded)."""
 
-    def __init__(self, cap: int = MAX_PENDING) -> None:
+    def __init__(self, cap: int = MAX_PENDING, names_zh: Mapping[str, str] | None = None) -> None:
         self._pending: deque[AlarmEvent] = deque()
         self.cap = cap
         self.dropped = 0
+        self.names_zh = dict(names_zh or {})  # device -> its Chinese name, for the texts
 
     def note(self, change: DeviceChange) -> None:
-        for ev in comm_loss_events(change):
+        for ev in comm_loss_events(change, self.names_zh):
             if len(self._pending) >= self.cap:
                 self._pending.popleft()
                 self.dropped += 1

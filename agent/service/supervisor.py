@@ -57,12 +57,14 @@ class Agent:
         )
         self.frames: asyncio.Queue[Frame] = asyncio.Queue(FRAME_QUEUE_SIZE)
         self.clock = ClockMonitor()
-        self.comm = CommAlarms()  # comm_loss alarms from the pollers (device quarantine)
+        # comm_loss alarms from the pollers (device quarantine)
+        self.comm = CommAlarms(names_zh={p.device: p.device_zh for p in cfg.points})
         self.links = BusLinkEvents()  # bus_down / bus_up events from the pollers
         self.pollers = self._make_pollers()
         self.forwarder = self._make_forwarder()
         self.platforms: list[Forwarder] = [  # [[platforms]]: HTTP uplinks beside MQTT
-            make_platform_forwarder(self.outbox.consumer(p.name), p) for p in cfg.platforms
+            make_platform_forwarder(self.outbox.consumer(p.name), p, cfg.storage.dir)
+            for p in cfg.platforms
         ]
         self.ops = Ops(self, self.clock)
         self.health = Health(cfg, self.outbox, self.forwarder, self.store, self.ops.status)

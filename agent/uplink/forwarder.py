@@ -168,7 +168,7 @@ class Forwarder:
                     except UplinkError as exc:
                         self._failed(exc)
                         await self.uplink.close(clean=False)
-                await asyncio.sleep(self.backoff.next_delay())
+                await self._pause(self.backoff.next_delay())
                 self.stats.reconnects += 1
         except asyncio.CancelledError:
             self.stats.connected = False
@@ -176,6 +176,21 @@ class Forwarder:
                 self._open = False
                 await self.uplink.close(clean=True)
             raise
+
+    async def _pause(self, delay: float) -> None:
+        """The backoff before the next attempt, cut to `alarm_probe` s while alarms are pending
+        (a new alarm is tried soon after the upstream is back, not after the whole backoff;
+        at most one attempt per `alarm_probe` s, so a dead upstream is not hammered)."""
+        probe = self.policy.alarm_probe
+        if probe <= 0 or delay <= probe:
+            await asyncio.sleep(delay)
+            return
+        end = time.monotonic() + delay
+        await asyncio.sleep(probe)
+        while (left := end - time.monotonic()) > 0:
+            if (await self.consumer.pending()).get("alarm", 0) > 0:
+                return
+            await asyncio.sleep(min(left, probe, IDLE_WAIT))
 
     async def _connect(self) -> bool:
         try:
@@ -310,13 +325,14 @@ class Forwarder:
                 raise UplinkError(f"a send to {self.name} was cancelled")
 
     async def _acked(self, slots: list[_Slot]) -> None:
+        for s in slots:  # before the outbox ack: a crash in between resends, never forgets
+            self.codec.acked(s.batch)
         await self.consumer.ack(*(s.batch for s in slots))
         if not self.stats.connected:
             self._up()
         for s in slots:
             s.done = True
             b = s.batch
-            self.codec.acked(b)
             self.stats.records += b.records
             self.stats.acked_rows += len(b.rows)
             if b.backfill:

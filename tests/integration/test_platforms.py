@@ -318,7 +318,7 @@ def test_agent_feeds_mqtt_and_the_platform_and_reports_each(broker: Broker, tmp_
                 }
             ]
             cfg.write_text(dump_toml(data))
-            code = "130100000001DC01HT"  # the example config's explicit code
+            code = "1301000000010101001"  # the example config's explicit code
             rec.spec = hebei_spec(
                 rec.url, key=b"k3y-8byt", iv=b"k3y-8byt", gateway_code="GW01",
                 codes=frozenset({code}), decimals={code: 1},
