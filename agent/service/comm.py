@@ -12,10 +12,12 @@ events (event stream, docs/payloads.md), drained by the same rules stage.
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
-from agent.core.model import AlarmEvent
+from agent.core.model import AlarmEvent, PointSpec
 from agent.source.poller import DeviceChange, LinkChange
 from agent.store.outbox import Entry
 from agent.uplink.payload import encode_event
@@ -58,6 +60,25 @@ def comm_loss_events(
                 kind="comm_loss",
             )
         )
+    return out
+
+
+def with_readings(
+    events: list[AlarmEvent], points: Sequence[PointSpec], latest: Callable[[int], float]
+) -> list[AlarmEvent]:
+    """comm_loss clears with the readings of the device's points (`readings`: {code: value})
+    from `latest(index)` (the engine's latest reading), so that a platform that gets the
+    points' status back also gets their measured values; raises have none."""
+    out = []
+    for ev in events:
+        readings = {}
+        if ev.kind == "comm_loss" and ev.level is None:
+            readings = {
+                p.code: v
+                for p in points
+                if p.device == ev.device and math.isfinite(v := latest(p.index))
+            }
+        out.append(replace(ev, extra={**ev.extra, "readings": readings}) if readings else ev)
     return out
 
 

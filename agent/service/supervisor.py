@@ -14,7 +14,7 @@ from agent.core.model import AgentConfig, AlarmEvent, Frame
 from agent.rules import RuleEngine
 from agent.service.ack import AlarmOps
 from agent.service.clock import ClockMonitor
-from agent.service.comm import BusLinkEvents, CommAlarms
+from agent.service.comm import BusLinkEvents, CommAlarms, with_readings
 from agent.service.health import Health
 from agent.service.ops import Ops
 from agent.service.reload import reload_config
@@ -192,7 +192,10 @@ class Agent:
                 batch.append(self.frames.get_nowait())
             entries: list[Entry] = self.links.drain()
             for frame in batch:
-                events = self.comm.drain() + self.alarm_ops.step(frame)
+                comm = self.comm.drain()
+                events = self.alarm_ops.step(frame)
+                if comm:  # a restore carries the device's first readings (platforms: avx)
+                    events = with_readings(comm, points, self.engine.latest) + events
                 entries.append(encode_telemetry(frame, points))
                 if events:
                     await self._journal(events)

@@ -248,8 +248,8 @@ class Translator:
         """The record fields of one point's status change (avx: the point's own reading)."""
         code = change.code
         d = self.spec.decimals_of(code)
-        own = a.get("point") == code  # comm_loss: the device's event has no reading of code
-        reading = _reading(a) if own else None
+        own = a.get("point") == code  # comm_loss: the device's event, for each of its points
+        reading = _reading(a) if own else _opt((a.get("readings") or {}).get(code))
         return {
             **self._common,
             "point": code,
@@ -270,6 +270,10 @@ class Translator:
             "transition": a.get("transition", ""),
             "alarm_id": change.alarm_id or a.get("alarm_id", ""),
         }
+
+
+def _opt(v: Any) -> float | None:
+    return None if v is None else float(v)
 
 
 def _reading(a: Mapping[str, Any]) -> float | None:
