@@ -298,6 +298,9 @@ def test_agent_feeds_mqtt_and_the_platform_and_reports_each(broker: Broker, tmp_
     key = tmp_path / "hebei.key"
     key.write_text("k3y-8byt\n")
     os.chmod(key, 0o600)
+    iv = tmp_path / "hebei.iv"
+    iv.write_text("1v-8byte\n")
+    os.chmod(iv, 0o600)
     collector = MqttCollector(broker.port)
     collector.start()
     try:
@@ -313,6 +316,7 @@ def test_agent_feeds_mqtt_and_the_platform_and_reports_each(broker: Broker, tmp_
                     "points": ["DC-1.hopper_temp"],
                     "point_decimals": {"DC-1.hopper_temp": 1},
                     "key_file": str(key),
+                    "iv_file": str(iv),
                     "backoff_base": 0.1,
                     "backoff_cap": 0.5,
                 }
@@ -320,9 +324,8 @@ def test_agent_feeds_mqtt_and_the_platform_and_reports_each(broker: Broker, tmp_
             cfg.write_text(dump_toml(data))
             code = "1301000000010101001"  # the example config's explicit code
             rec.spec = hebei_spec(
-                rec.url, key=b"k3y-8byt", iv=b"k3y-8byt", gateway_code="GW01",
-                codes=frozenset({code}), decimals={code: 1},
-            )  # fmt: skip
+                rec.url, key=b"k3y-8byt", codes=frozenset({code}), decimals={code: 1}
+            )
             agent = start_agent(cfg, tmp_path / "agent.log")
             try:
                 wait_for(lambda: len(rec.items("rtsData")) >= 3, 30, "values at the platform")
