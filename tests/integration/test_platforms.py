@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -242,6 +243,27 @@ async def test_refusal_is_retried_not_lost(box: Outbox, receiver: Receiver) -> N
         receiver.answer_code = 200
         await eventually(lambda: len(got_rts(receiver)) == 50, 20, "values after the refusals")
     assert got_rts(receiver) == expected_rts(range(10), receiver.spec)
+
+
+async def test_a_pending_alarm_cuts_the_backoff_to_the_probe_interval(
+    box: Outbox, receiver: Receiver
+) -> None:
+    """Issue 12 item 6: after a run of faults a new alarm waited out the whole backoff."""
+    pf = platform(box, receiver)
+    pf.policy = dataclasses.replace(pf.policy, alarm_probe=0.5)
+    started = time.monotonic()
+    await pf._pause(1.5)  # nothing pending: the backoff as it is
+    assert time.monotonic() - started >= 1.5
+    await box.put([encode_alarms([alarm("raise")])])
+    started = time.monotonic()
+    await pf._pause(60.0)  # an alarm is pending: tried again after the probe interval
+    assert time.monotonic() - started < 2.0
+    assert (
+        make_platform_forwarder(
+            box.consumer("hebei"), hebei_spec(backoff_cap=60)
+        ).policy.alarm_probe
+        == 5.0
+    )
 
 
 async def test_wrong_key_gives_a_clear_error(box: Outbox, receiver: Receiver) -> None:
