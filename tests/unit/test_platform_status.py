@@ -241,3 +241,23 @@ def test_hebei_iv_is_required(tmp_path: Path) -> None:
     (pl,) = load_config(f).platforms
     assert (pl.key, pl.iv) == (b"12345678", b"abcdefgh")
     assert copy.copy(CODES)  # the shared codes are the document's form
+
+
+def test_chinese_texts_name_the_device_by_its_name_zh() -> None:
+    from agent.rules.texts import make_event
+    from agent.service.comm import comm_loss_events, with_readings
+    from agent.source.poller import DeviceChange
+    from tests.factories import point
+
+    p = point(0, device="DC-1", device_zh="1号除尘器", name_zh="灰斗温度", unit="°C", code=HT)
+    e = make_event(p, "high", 0, 2, value=72.4, threshold=70.0, ts=T0, reading=72.4)
+    assert e.text_zh == "1号除尘器 灰斗温度 报警：72.4 °C ≥ 70 °C" and e.reading == 72.4
+    assert e.text_en.startswith("DC-1 ")
+    lost = DeviceChange("plant", 1, ("DC-1",), lost=True, ts=T0, reason="timeout")
+    (raised,) = comm_loss_events(lost, {"DC-1": "1号除尘器"})
+    assert raised.text_zh == "1号除尘器 通讯中断"
+    back = DeviceChange("plant", 1, ("DC-1",), lost=False, ts=T0 + 9, reason="")
+    (clear,) = with_readings(comm_loss_events(back), [p], lambda i: 80.5)
+    assert clear.text_zh == "DC-1 通讯恢复"  # no name_zh given: the device name
+    assert clear.to_record()["readings"] == {HT: 80.5}
+    assert clear.to_record()["reading"] is None  # the device's event: no reading of its own
