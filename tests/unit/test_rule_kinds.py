@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -313,15 +312,12 @@ def test_restore_drops_ids_the_config_no_longer_has() -> None:
     assert dataclasses.asdict(PointRules())["latch"] is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open finding: the engine's loop fault clears from 3.7 mA (to 20.9 mA); the "
-    "oracle waits for NAMUR NE43's measurement range, 3.8 to 20.5 mA",
-)
 def test_loop_fault_clears_inside_the_ne43_measurement_range() -> None:
     pts = [spec(0, FAST, range_min=0.0, range_max=100.0, loop_ma=True)]
     eng, ref = RuleEngine(pts), RulesReference(pts)
-    # -3 % of the span: 3.52 mA (fault); -1.5625 %: 3.75 mA (not yet healthy by NE43)
-    for t, x in enumerate([50.0, -3.0, -1.5625, -1.5625]):
+    # -3 % of the span: 3.52 mA (fault); -1.5625 %: 3.75 mA (not yet healthy by NE43); 0 %: 4 mA
+    # (healthy); 103.5 %: 21.56 mA (fault); 97.5 %: 20.6 mA (not yet); 96.875 %: 20.5 mA (healthy)
+    series = [50.0, -3.0, -1.5625, -1.5625, 0.0, 0.0, 103.5, 97.5, 97.5, 96.875, 96.875]
+    for t, x in enumerate(series):
         f = frame([0], [float(t)], [x])
         assert timed(eng.step(f)) == oracle(ref.step(f))
