@@ -163,13 +163,16 @@ def test_acceptance_run(broker: Broker, tmp_path: Path) -> None:  # noqa: PLR091
     t: dict[str, float] = {}
     try:
         with simulator(tmp_path, "--scenario", "smoulder", "--speed", "2") as (sim, sim_port):
-            agent = start_agent(
-                write_config(tmp_path, sim_port, broker.port, rec.url), tmp_path / "agent.log"
-            )
+            cfg = write_config(tmp_path, sim_port, broker.port, rec.url)
+            agent = start_agent(cfg, tmp_path / "agent.log")
             try:
                 t["start"] = time.time()
                 wait_for(lambda: 4 in statuses(hopper), 60, "the hopper's high alarm (scd 4)")
                 t["alarm"] = time.time()
+                # a restart with the alarm active: the platform is told nothing twice
+                assert agent.stop() == 0
+                agent = start_agent(cfg, tmp_path / "agent-restarted.log")
+                agent.wait_log(r"uplink hebei .* connected", 30)
                 rec.inject(*FAULTS)  # the next four requests fail, one way each
                 wait_for(lambda: len(rec.faulted) == len(FAULTS), 60, "the faults served")
                 t["faults_end"] = rec.faulted[-1][2]
