@@ -31,7 +31,7 @@ from typing import Any
 
 from agent.core.backoff import Backoff
 from agent.core.model import SiteSpec, UplinkSpec
-from agent.store.outbox import Batch, Outbox, OutboxConsumer
+from agent.store.outbox import Batch, Outbox, OutboxConsumer, OutboxError
 from agent.uplink.contract import Codec, Message, Policy, Uplink, UplinkError
 from agent.uplink.payload import MqttCodec
 
@@ -188,8 +188,11 @@ class Forwarder:
         end = time.monotonic() + delay
         await asyncio.sleep(probe)
         while (left := end - time.monotonic()) > 0:
-            if (await self.consumer.pending()).get("alarm", 0) > 0:
-                return
+            try:
+                if (await self.consumer.pending()).get("alarm", 0) > 0:
+                    return
+            except OutboxError:  # the store cannot say: the backoff as it is
+                pass
             await asyncio.sleep(min(left, probe, IDLE_WAIT))
 
     async def _connect(self) -> bool:
