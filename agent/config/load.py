@@ -277,6 +277,7 @@ def _resolve_point(
         bit=None if isinstance(p.bit, msgspec.UnsetType) else p.bit,
         read_mode=dev.read_mode,
         decimals=point_decimals(p, ov, cfg_file, f"devices[{i}].override.{p.key}", loc.path),
+        device_zh=dev.name_zh,
     )
 
 

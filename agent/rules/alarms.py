@@ -141,6 +141,7 @@ class AlarmBook:
             suffix=slot.suffix,
             unit=unit,
             extra=extra,
+            reading=float(self._value[spec.index]),  # the engine stored this frame's readings
         )
 
     def _resolve(self, alarm_id: str) -> tuple[int, Kind, int, int]:
@@ -190,6 +191,7 @@ class AlarmBook:
             text_en=en,
             kind=slot.kind,
             extra={k: v for k, v in {"by": by, **extra}.items() if v not in (None, "")},
+            reading=float(self._value[spec.index]),
         )
 
     def ack(

@@ -29,8 +29,10 @@ alarms first. An uplink supplies only:
 - `encode(batch)` turns one leased batch into the messages that carry it: no I/O, and a pure
   function of the batch and the codec's committed state. An empty list means the uplink
   has nothing to send for it (e.g. gateway events on a platform): the batch is acked at once.
-- `acked(batch)` is called once the batch was acknowledged in the outbox, so a codec may
-  commit state that depends on delivery (a platform's sampling windows).
+- `acked(batch)` is called once every message of the batch was acknowledged by the upstream,
+  just before the batch is acked in the outbox, so a codec may commit state that depends on
+  delivery (a platform's sampling windows and point status): a crash in between sends the
+  batch again, encoded against that state, instead of forgetting what was delivered.
 
 The loop's guarantees, given these:
 
@@ -87,6 +89,9 @@ class Policy:
     connect_confirms: bool = True
     # set (and the uplink `Probing`): probe while down, then connect after a random spread
     reconnect: ReconnectPolicy | None = None
+    # > 0: while alarms are pending, retry a failed upstream at least this often (seconds),
+    # whatever the backoff; 0: the backoff alone
+    alarm_probe: float = 0.0
 
 
 class Uplink(Protocol):

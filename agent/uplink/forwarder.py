@@ -35,7 +35,7 @@ from typing import Any
 
 from agent.core.backoff import Backoff, Reconnect
 from agent.core.model import SiteSpec, UplinkSpec
-from agent.store.outbox import Batch, Outbox, OutboxConsumer
+from agent.store.outbox import Batch, Outbox, OutboxConsumer, OutboxError
 from agent.uplink.contract import (
     Codec,
     Message,
@@ -50,6 +50,7 @@ from agent.uplink.reconnect import OutageLog, wait_until_reachable
 
 log = logging.getLogger(__name__)
 
+STOP_GRACE = 3.0  # seconds sent messages get for their acknowledgement when the agent stops
 IDLE_WAIT = 1.0  # seconds between outbox re-checks when nothing is pending
 # In the first session after start-up, records produced this little before the connection came
 # up (the first poll cycles racing the first connect) are live, not backfill. After an outage
@@ -197,10 +198,11 @@ class Forwarder:
             raise
 
     async def _pause(self) -> None:
-        """The wait before the next connect: probes then a spread, or the plain backoff."""
+        """The wait before the next connect: probes then a spread (MQTT), or the plain backoff,
+        cut short by `alarm_probe` while alarms are pending."""
         state, uplink = self.reconnect, self.uplink
         if state is None or not isinstance(uplink, Probing):
-            await asyncio.sleep(self.backoff.next_delay())
+            await self._backoff(self.backoff.next_delay())
             return
         state.lost()
         await wait_until_reachable(
@@ -209,6 +211,24 @@ class Forwarder:
 
     def _tick(self) -> None:
         self.stats.last_progress = time.monotonic()
+
+    async def _backoff(self, delay: float) -> None:
+        """The backoff before the next attempt, cut to `alarm_probe` s while alarms are pending
+        (a new alarm is tried soon after the upstream is back, not after the whole backoff;
+        at most one attempt per `alarm_probe` s, so a dead upstream is not hammered)."""
+        probe = self.policy.alarm_probe
+        if probe <= 0 or delay <= probe:
+            await asyncio.sleep(delay)
+            return
+        end = time.monotonic() + delay
+        await asyncio.sleep(probe)
+        while (left := end - time.monotonic()) > 0:
+            try:
+                if (await self.consumer.pending()).get("alarm", 0) > 0:
+                    return
+            except OutboxError:  # the store cannot say: the backoff as it is
+                pass
+            await asyncio.sleep(min(left, probe, IDLE_WAIT))
 
     async def _connect(self) -> bool:
         try:
@@ -268,12 +288,32 @@ class Forwarder:
                     leased.append(slot)
                     queue.extend((slot, m) for m in msgs)
         finally:
+            task = asyncio.current_task()
+            if inflight and task is not None and task.cancelling():
+                await self._finish(inflight)
             for task in inflight:
                 task.cancel()
             await asyncio.gather(*inflight, return_exceptions=True)
             for slot in leased:
                 if not slot.done:
                     self.consumer.keep(slot.batch)
+
+    async def _finish(self, inflight: dict[asyncio.Task[None], _Slot]) -> None:
+        """On stop: messages already sent get STOP_GRACE s for their acknowledgement, and the
+        batches that were fully acknowledged are acked in the outbox, so what the far end
+        accepted is not sent again after a restart (a platform cannot drop duplicates)."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait(list(inflight), timeout=STOP_GRACE)
+        complete: list[_Slot] = []
+        for t in [t for t in inflight if t.done() and not t.cancelled()]:
+            if t.exception() is None:
+                slot = inflight.pop(t)
+                slot.left -= 1
+                if slot.left == 0:
+                    complete.append(slot)
+        if complete:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._acked(complete)
 
     async def _next(
         self, inflight: dict[asyncio.Task[None], _Slot]
@@ -335,13 +375,14 @@ class Forwarder:
                 raise UplinkError(f"a send to {self.name} was cancelled")
 
     async def _acked(self, slots: list[_Slot]) -> None:
+        for s in slots:  # before the outbox ack: a crash in between resends, never forgets
+            self.codec.acked(s.batch)
         await self.consumer.ack(*(s.batch for s in slots))
         if not self.stats.connected:
             self._up()
         for s in slots:
             s.done = True
             b = s.batch
-            self.codec.acked(b)
             self.stats.records += b.records
             self.stats.acked_rows += len(b.rows)
             if b.backfill:

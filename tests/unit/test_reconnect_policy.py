@@ -79,9 +79,11 @@ def load(tmp_path: Path, **uplink: Any) -> Any:
 
 
 def test_uplink_reconnect_keys(tmp_path: Path) -> None:
-    default = load(tmp_path).uplink.reconnect
+    uplink = load(tmp_path).uplink
+    default = uplink.reconnect
     assert (default.initial, default.cap, default.jitter, default.refused) == (0.1, 0.25, 5.5, 60)
-    assert default.phase == key_phase("dust-agent-GW01")
+    assert uplink.client_id.startswith("dust-agent-")  # default: from the gateway id
+    assert default.phase == key_phase(uplink.client_id)
     r = load(
         tmp_path,
         reconnect_initial=0.5,
