@@ -10,7 +10,10 @@ request twice (at-least-once, as for MQTT). Records keep their original timestam
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+
+import orjson
 
 from agent.core.platformspec import PlatformSpec
 from agent.store.outbox import Batch, OutboxConsumer
@@ -34,6 +37,7 @@ class PlatformCodec:
     so a restart neither repeats nor skips a status change."""
 
     def __init__(self, spec: PlatformSpec, status_file: Path | None = None) -> None:
+        self.name = spec.name
         self.status_file = status_file
         status = PointStatus()
         if status_file is not None:
@@ -47,6 +51,9 @@ class PlatformCodec:
                     exc,
                 )
         self.translator = Translator(spec, status)
+        self.windows_file = windows_file(status_file)
+        if self.windows_file is not None:
+            self.translator.sampler.last = load_windows(self.windows_file, spec.name)
         self._uncommitted: dict[tuple[str, int], Pending] = {}
 
     def encode(self, batch: Batch) -> list[Message]:
@@ -58,10 +65,52 @@ class PlatformCodec:
         pending = self._uncommitted.pop(_key(batch), None)
         if pending is not None:
             changed = pending.status is not self.translator.status
+            moved = pending.windows is not self.translator.sampler.last
             self.translator.commit(pending)
-            if changed and self.status_file is not None:
-                pending.status.save(self.status_file)
+            try:  # the state stays in memory when the disk refuses (the guard reports that)
+                if changed and self.status_file is not None:
+                    pending.status.save(self.status_file)
+                if moved and self.windows_file is not None:
+                    save_windows(self.windows_file, pending.windows)
+            except OSError as exc:
+                log.warning("platform %s: cannot save its state (%s)", self.name, exc)
         self._uncommitted.clear()  # kept batches are encoded again when they come back
+
+
+def windows_file(status_file: Path | None) -> Path | None:
+    """Beside the status file: the last sampling window sent per point code, so that a restart
+    inside a window does not send that window's value twice."""
+    if status_file is None:
+        return None
+    return status_file.with_name(status_file.name.replace(".status.json", ".windows.json"))
+
+
+def load_windows(path: Path, name: str) -> dict[str, int]:
+    """The saved windows ({} on a first start, or when the file is unreadable or malformed)."""
+    try:
+        doc = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, orjson.JSONDecodeError) as exc:
+        log.warning("platform %s: cannot read %s (%s); starting from none", name, path, exc)
+        return {}
+    if not isinstance(doc, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+        for k, v in doc.items()
+    ):
+        log.warning("platform %s: %s is not a map of windows; starting from none", name, path)
+        return {}
+    return doc
+
+
+def save_windows(path: Path, windows: dict[str, int]) -> None:
+    """Atomically (a platform takes a request once per period: one small write each)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        f.write(orjson.dumps(windows))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _key(batch: Batch) -> tuple[str, int]:
