@@ -181,17 +181,39 @@ class RtuSlaves:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+def _framing(cflag: int, parity: str, bytesize: int, stopbits: int) -> int:
+    """The termios c_cflag for one character frame (Modbus RTU: 8N1, 8E1, 8O1, 8N2, ...)."""
+    cflag &= ~(termios.PARENB | termios.PARODD | termios.CSTOPB | termios.CSIZE)
+    cflag |= termios.CS7 if bytesize == 7 else termios.CS8
+    if parity in ("E", "O"):
+        cflag |= termios.PARENB | (termios.PARODD if parity == "O" else 0)
+    if stopbits == 2:
+        cflag |= termios.CSTOPB
+    return cflag | termios.CREAD | termios.CLOCAL
+
+
 class SerialSlave:
     """Serves RtuSlaves on a serial device (a pty end or a real port), raw mode.
 
-    The baud only sets the wire-time hold here: a pty ignores it, and on a real adapter the
-    port is opened at the same speed.
+    The baud sets the wire-time hold; on a real adapter the port is opened at that speed and
+    with the bus's character framing (parity N/E/O, 7 or 8 data bits, 1 or 2 stop bits); a pty
+    ignores both.
     """
 
-    def __init__(self, slaves: RtuSlaves, path: str, baud: int | None = None) -> None:
+    def __init__(
+        self,
+        slaves: RtuSlaves,
+        path: str,
+        baud: int | None = None,
+        *,
+        parity: str = "N",
+        bytesize: int = 8,
+        stopbits: int = 1,
+    ) -> None:
         self.slaves = slaves
         self.path = path
         self.baud = baud
+        self.framing = (parity, bytesize, stopbits)
         self._fd = -1
         self._buf = bytearray()
         self._reopen: asyncio.Task[None] | None = None
@@ -207,10 +229,11 @@ class SerialSlave:
         self._buf.clear()
         fd = os.open(self.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         tty.setraw(fd)
+        attrs = termios.tcgetattr(fd)
         if self.baud is not None and hasattr(termios, f"B{self.baud}"):
-            attrs = termios.tcgetattr(fd)
             attrs[4] = attrs[5] = getattr(termios, f"B{self.baud}")
-            termios.tcsetattr(fd, termios.TCSANOW, attrs)
+        attrs[2] = _framing(attrs[2], *self.framing)
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
         self._fd = fd
         asyncio.get_running_loop().add_reader(fd, self._readable)
 

@@ -142,7 +142,9 @@ class SiteServer:
             pty.start()
             self._ptys.append(pty)
             path, agent_path = pty.sim, pty.agent
-        serial = SerialSlave(slaves, path, bus.baud)
+        serial = SerialSlave(
+            slaves, path, bus.baud, parity=bus.parity, bytesize=bus.bytesize, stopbits=bus.stopbits
+        )
         await serial.start()
         self.served[bus.name] = {"type": "rtu", "port": agent_path, "baud": bus.baud}
         self.servers[bus.name] = serial
