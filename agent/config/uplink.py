@@ -115,6 +115,9 @@ def uplink_spec(up: RawUplink, site: SiteSpec, cfg_file: Path) -> UplinkSpec:
     for key, ok, what in checks:
         if not ok:
             raise ConfigError(cfg_file, f"uplink.{key}", f"{getattr(up, key)}: {what}")
+    tls, credentials = _tls(up, cfg_file), _credentials(up, cfg_file)
+    if credentials is not None and credentials.password and tls is None:
+        _plaintext_password(up, cfg_file)
     return UplinkSpec(
         host=up.host,
         port=up.port,
@@ -127,8 +130,28 @@ def uplink_spec(up: RawUplink, site: SiteSpec, cfg_file: Path) -> UplinkSpec:
         max_inflight=up.max_inflight,
         backlog_rate=up.backlog_records_per_s,
         health_interval=up.health_interval,
-        tls=_tls(up, cfg_file),
-        credentials=_credentials(up, cfg_file),
+        tls=tls,
+        credentials=credentials,
+    )
+
+
+def _plaintext_password(up: RawUplink, cfg_file: Path) -> None:
+    """A password over MQTT without TLS crosses the network in clear: only if the config says
+    so (a broker on the same host, or a link encrypted below MQTT, e.g. a VPN)."""
+    if up.allow_plaintext_password:
+        return
+    key = (
+        "uplink.password_file"
+        if not isinstance(up.password_file, msgspec.UnsetType)
+        else "uplink.password_credential"
+    )
+    raise ConfigError(
+        cfg_file,
+        key,
+        f"the MQTT password would be sent in clear to {up.host}:{up.port} (TLS is off); turn "
+        "TLS on (tls = true, usually port 8883, with ca_file if the broker's CA is private), "
+        "or, if the link is already protected (same host, VPN), set "
+        "allow_plaintext_password = true in [uplink]",
     )
 
 

@@ -13,14 +13,21 @@ from typing import Any
 
 import pytest
 
+from agent.cli.main import main as cli_main
 from agent.config.errors import ConfigError
 from agent.config.load import load_config
+from agent.core.model import TlsSpec
 from agent.core.platformspec import PlatformSpec
 from agent.core.redact import printable, redact_url
 from agent.uplink.contract import UplinkError
+from agent.uplink.mqtt import MqttUplink
+from agent.uplink.mqtt import tls_context as mqtt_tls_context
 from agent.uplink.platforms import hebei
 from agent.uplink.platforms.http import HttpUplink, PlatformRefused, ReplyRefused, tls_context
-from tests.adversarial.rogue import RogueHttp
+from tests.adversarial.rogue import RogueBroker, RogueHttp, until
+from tests.integration.test_forwarder import PREFIX, SITE
+from tests.integration.test_forwarder import spec as mqtt_spec
+from tests.unit.test_delivery_units import config_with as uplink_config
 from tests.unit.test_platforms import config as platform_config
 
 pytestmark = pytest.mark.integration
@@ -175,3 +182,73 @@ def test_platform_ca_file_is_checked_and_https_only(tmp_path: Path) -> None:
 def test_platform_tls_floor_is_tls_1_2(tmp_path: Path) -> None:
     ctx = tls_context(spec("https://platform.example/api"))
     assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
+
+
+# -- MQTT ----------------------------------------------------------------------------------
+
+
+async def test_rogue_broker_flood_is_dropped_counted_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rogue = RogueBroker(topic="evil/\x1b[2Jtopic", payload_size=8192)
+    port = await rogue.start()
+    up = MqttUplink(mqtt_spec(port), SITE)
+    try:
+        await up.connect()
+        await until(lambda: up.unsolicited >= 2000, within=20.0)
+        tracemalloc.start()
+        base = up.unsolicited
+        await until(lambda: up.unsolicited >= base + 5000, within=20.0)  # ~40 MB pushed
+        traced, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        await up.publish(f"{PREFIX}/x/telemetry", b"still publishing")  # PUBACKed
+    finally:
+        await up.close(clean=True)
+        await rogue.stop()
+    assert traced < 2 * 1024 * 1024, f"{traced} bytes kept while 40 MB were pushed"
+    lines = [r.getMessage() for r in caplog.records if "subscribes to nothing" in r.getMessage()]
+    assert len(lines) == 1 and "\\x1b[2Jtopic" in lines[0] and "\x1b" not in lines[0]
+
+
+def test_mqtt_tls_floor_is_tls_1_2(tmp_path: Path) -> None:
+    ctx = mqtt_tls_context(mqtt_spec(8883, tls=TlsSpec(None, None, None)))
+    assert ctx is not None and ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
+
+
+# -- transport security in the config --------------------------------------------------------
+
+
+def _secrets(tmp_path: Path) -> dict[str, str]:
+    user, pw = tmp_path / "user", tmp_path / "pw"
+    user.write_text("gw-1\n")
+    pw.write_text("pa55\n")
+    user.chmod(0o600)
+    pw.chmod(0o600)
+    return {"username_file": str(user), "password_file": str(pw)}
+
+
+def test_password_over_plain_mqtt_refused_unless_allowed(tmp_path: Path) -> None:
+    creds = _secrets(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        load_config(uplink_config(tmp_path, **creds, allow_plaintext_password=False))
+    msg = str(err.value)
+    assert "uplink.password_file" in msg and "allow_plaintext_password = true" in msg
+    assert "tls = true" in msg
+    load_config(uplink_config(tmp_path, **creds))  # allowed
+
+
+def test_check_shows_mqtts_with_tls_and_hides_url_credentials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = uplink_config(tmp_path, **_secrets(tmp_path), tls=True, port=8883)
+    assert cli_main(["check", "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "uplink mqtts://127.0.0.1:8883" in out and "in clear" not in out
+    cfg = uplink_config(tmp_path, **_secrets(tmp_path))
+    assert cli_main(["check", "-c", str(cfg)]) == 0
+    assert "mqtt://127.0.0.1:1883 (password in clear" in capsys.readouterr().out
+    url = "http://bob:hunter2@127.0.0.1:8808/api"
+    cfg = platform_config(tmp_path, {"url": url, "points": ["X"]})
+    assert cli_main(["check", "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out and "http://***@127.0.0.1:8808/api" in out
