@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psutil
 import pytest
@@ -25,6 +26,23 @@ Answer = Callable[[bytes, int, bytes], bytes]  # (mbap head, unit, request pdu) 
 HOLDING = Block(unit_id=1, table="holding", address=0, count=2)
 
 
+def track(handlers: set[asyncio.Task[Any]]) -> None:
+    """Remember the running connection handler (call first thing in it)."""
+    task = asyncio.current_task()
+    assert task is not None
+    handlers.add(task)
+
+
+async def end_handlers(handlers: set[asyncio.Task[Any]]) -> None:
+    """Let handlers see their client's EOF and end; cancel and await the rest (a handler
+    cancelled by asyncio.run's shutdown would be logged with a traceback)."""
+    if handlers:
+        _, pending = await asyncio.wait(handlers, timeout=1.0)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
 def mbap(head: bytes, unit: int, pdu: bytes) -> bytes:
     return head[:4] + (len(pdu) + 1).to_bytes(2, "big") + bytes([unit]) + pdu
 
@@ -36,6 +54,7 @@ class FakeTcpDevice:
         self.answer = answer
         self.port = 0
         self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> FakeTcpDevice:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -45,8 +64,10 @@ class FakeTcpDevice:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
+        await end_handlers(self._handlers)
 
     async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        track(self._handlers)
         try:
             while True:
                 head = await r.readexactly(7)
