@@ -150,8 +150,11 @@ class RogueBroker(_Server):
     """CONNACK, then unsolicited PUBLISHes of `payload_size` bytes on `topic` forever; PUBACKs
     the client's QoS 1 publishes so that its uplink keeps working. `pushed` counts them."""
 
-    def __init__(self, topic: str = "rogue/flood", payload_size: int = 4096) -> None:
+    def __init__(
+        self, topic: str = "rogue/flood", payload_size: int = 4096, pause: float = 0.0
+    ) -> None:
         super().__init__()
+        self.pause = pause  # seconds between bursts of 16 packets (0: as fast as it is read)
         self.packet = mqtt_publish(topic, os.urandom(payload_size))
         self.pushed = 0
         self.acked = 0
@@ -171,6 +174,7 @@ class RogueBroker(_Server):
                     if len(pid) == 2:
                         writer.write(b"\x40\x02" + pid)
                         self.acked += 1
+                        self.received(body[2 : 2 + tlen].decode(errors="replace"), body[4 + tlen :])
                 elif kind == 8:  # SUBSCRIBE
                     writer.write(b"\x90\x03" + body[:2] + b"\x01")
                 elif kind == 12:  # PINGREQ
@@ -182,12 +186,17 @@ class RogueBroker(_Server):
             if flood is not None:
                 flood.cancel()
 
+    def received(self, topic: str, payload: bytes) -> None:
+        """A QoS 1 message from the client, already PUBACKed (a hook for subclasses)."""
+
     async def _flood(self, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError):
             while not writer.is_closing():
                 writer.write(self.packet * 16)
                 self.pushed += 16
                 await writer.drain()
+                if self.pause:
+                    await asyncio.sleep(self.pause)
 
 
 async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -205,9 +214,10 @@ async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 class Babbler(_Server):
     """Writes junk to every connection, as fast as it is read (`sent` bytes in all)."""
 
-    def __init__(self, junk: Callable[[], bytes] | None = None) -> None:
+    def __init__(self, junk: Callable[[], bytes] | None = None, pause: float = 0.0) -> None:
         super().__init__()
         self.junk = junk or (lambda: os.urandom(4096))
+        self.pause = pause  # seconds between writes
         self.sent = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -216,6 +226,8 @@ class Babbler(_Server):
             writer.write(data)
             self.sent += len(data)
             await writer.drain()
+            if self.pause:
+                await asyncio.sleep(self.pause)
 
 
 async def until(check: Callable[[], bool | Awaitable[bool]], within: float = 10.0) -> None:
