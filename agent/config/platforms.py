@@ -131,7 +131,8 @@ def _checks(raw: RawPlatform, where: str, cfg_file: Path) -> None:
     ]
     for key, ok, what in checks:
         if not ok:
-            raise ConfigError(cfg_file, f"{where}.{key}", f"{getattr(raw, key)}: {what}")
+            shown = redact_url(raw.url) if key == "url" else getattr(raw, key)
+            raise ConfigError(cfg_file, f"{where}.{key}", f"{shown}: {what}")
     _transport(raw, where, cfg_file)
     for key, code in raw.scd.items():
         if not 0 <= code <= 99:

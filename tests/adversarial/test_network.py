@@ -167,6 +167,13 @@ def test_http_platform_url_refused_unless_allowed(tmp_path: Path) -> None:
     assert cfg.platforms[0].url.startswith("http://")
 
 
+def test_config_errors_hide_url_credentials(tmp_path: Path) -> None:
+    for url, allow in (("ftp://bob:hunter2@h/x", True), ("http://bob:hunter2@h/x", False)):
+        with pytest.raises(ConfigError) as err:
+            load_config(platform_config(tmp_path, {"url": url, "allow_http": allow}))
+        assert "hunter2" not in str(err.value) and "***@h/x" in str(err.value)
+
+
 def test_platform_ca_file_is_checked_and_https_only(tmp_path: Path) -> None:
     bad = tmp_path / "ca.pem"
     bad.write_text("not a certificate\n")
