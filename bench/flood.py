@@ -130,12 +130,18 @@ async def first_data(broker: CountingBroker, platform: RogueHttp) -> None:
 
 
 async def sample(pid: int, seconds: float) -> tuple[float, float, float]:
+    """RSS at the start, its peak (sampled every 0.5 s) and at the end; a line every 10 s."""
     proc = psutil.Process(pid)
     start = peak = proc.memory_info().rss
-    t_end = time.monotonic() + seconds
-    while time.monotonic() < t_end:
+    t0 = time.monotonic()
+    next_line = t0 + 10.0
+    while time.monotonic() < t0 + seconds:
         await asyncio.sleep(0.5)
-        peak = max(peak, proc.memory_info().rss)
+        rss = proc.memory_info().rss
+        peak = max(peak, rss)
+        if time.monotonic() >= next_line:
+            next_line += 10.0
+            print(f"  t={time.monotonic() - t0:4.0f} s  RSS {rss / 2**20:.1f} MiB", flush=True)
     return start, peak, proc.memory_info().rss
 
 
@@ -159,6 +165,9 @@ def device_thread(ready: threading.Event, stop: threading.Event) -> ModbusTestSe
 async def main(args: argparse.Namespace) -> int:
     device_stop = threading.Event()
     device = device_thread(threading.Event(), device_stop)
+    if args.baseline:  # the same agent and peers, no junk: what RSS does without a flood
+        args.babble_mb = args.publish_mb = 1e-4
+        PLATFORM_MODES[:] = ["ok"]
     babbler = Babbler(pause=4096 / (args.babble_mb * 1e6))
     broker = CountingBroker(pause=16 * 4100 / (args.publish_mb * 1e6))
     platform = RogueHttp("ok", interval=2.0)
@@ -240,5 +249,6 @@ if __name__ == "__main__":
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--publish-mb", type=float, default=20.0, help="unsolicited PUBLISH, MB/s")
     p.add_argument("--babble-mb", type=float, default=2.0, help="RTU babble, MB/s")
+    p.add_argument("--baseline", action="store_true", help="no junk at all, for comparison")
     os.environ.setdefault("DUST_AGENT_CLOCK_SYNC", "yes")
     sys.exit(asyncio.run(main(p.parse_args())))
