@@ -180,6 +180,16 @@ class RawStorage(_Strict):
     sync_interval: float = 10.0
     journal_max_mb: float = 8.0
     journal_keep: int = 5
+    journal_hmac_key_file: str | UnsetType = UNSET  # key of the journal's HMAC chain
+
+
+class RawOperator(_Strict):
+    """[operator]: the local operator socket (dust-agent ack / shelve / unshelve)."""
+
+    socket: str | UnsetType = UNSET  # default: /run/dust-agent/operator.sock or <storage.dir>
+    group: str = "dust-agent-operators"
+    max_shelve: float = 86400.0
+    allow_shelve_critical: bool = False
 
 
 class RawFieldMap(_Strict):
@@ -250,6 +260,7 @@ class RawConfig(_Strict):
     rules: RawRules = msgspec.field(default_factory=RawRules)
     platforms: list[RawPlatform] = msgspec.field(default_factory=list)
     web: RawWeb | UnsetType = UNSET
+    operator: RawOperator = msgspec.field(default_factory=RawOperator)
     profiles_dir: str = "profiles"
     rules_pack: str = "rules/default.toml"
 

@@ -36,6 +36,7 @@ class Quality(Kind):
     row_level = (1, 1, 1, 2)
     row_slot = (0, 1, 2, 3)
     row_gated = (False, False, False, False)
+    sees_nonfinite = True  # ±Inf: outside the span (range), never a good reading (stale)
 
     def __init__(self, specs: Sequence[PointSpec], values: FloatArray | None = None) -> None:
         super().__init__(specs, values)
@@ -111,7 +112,9 @@ class Quality(Kind):
             ma /= LOOP_HIGH_BAND
             np.maximum(loop, ma, out=loop)
             if not all_ok:
-                out[1:, ~ok] = np.nan
+                out[1, ~ok] = np.nan
+                out[2, np.isnan(x)] = np.nan  # ±Inf is outside any span: it counts
+                out[3, ~ok] = np.nan
         if not view:
             self.last_good[cols], self.prev[cols], self.same[cols] = last_good, prev, same
         return out

@@ -19,6 +19,7 @@ import orjson
 
 from agent.core.model import AgentConfig
 from agent.store.guard import StoreGuard
+from agent.store.journal import Journal
 from agent.store.outbox import Outbox, OutboxStats
 from agent.uplink.forwarder import Forwarder
 from agent.uplink.payload import WIRE_VERSION
@@ -47,6 +48,7 @@ class Health:
         self.guard, self.status = guard, status
         self.sent = 0  # health messages published
         self.platforms: Sequence[Forwarder] = ()  # [[platforms]] uplinks
+        self.journal: Journal | None = None  # its chain head goes upstream (an anchor)
 
     async def snapshot(self) -> dict[str, Any]:
         stats = await self.outbox.stats()
@@ -75,6 +77,7 @@ class Health:
             "storage_failures": guard.failures if guard else 0,
             "held_in_memory": len(guard.held) if guard else 0,
             "uplinks": self._uplinks(stats),
+            "journal": None if self.journal is None else self.journal.head.to_json(),
         }
 
     def _uplinks(self, stats: OutboxStats) -> dict[str, Any]:

@@ -1,1 +1,1 @@
-"""The adversarial suite: peers, files and field input that misbehave (issue 13)."""
+"""Adversarial tests: installer mistakes, hostile field, network and operator input."""

@@ -250,10 +250,10 @@ def test_check_shows_mqtts_with_tls_and_hides_url_credentials(
     cfg = uplink_config(tmp_path, **_secrets(tmp_path), tls=True, port=8883)
     assert cli_main(["check", "-c", str(cfg)]) == 0
     out = capsys.readouterr().out
-    assert "uplink mqtts://127.0.0.1:8883" in out and "in clear" not in out
+    assert "uplink mqtts://127.0.0.1:8883" in out
     cfg = uplink_config(tmp_path, **_secrets(tmp_path))
     assert cli_main(["check", "-c", str(cfg)]) == 0
-    assert "mqtt://127.0.0.1:1883 (password in clear" in capsys.readouterr().out
+    assert "uplink mqtt://127.0.0.1:1883 " in capsys.readouterr().out
     url = "http://bob:hunter2@127.0.0.1:8808/api"
     cfg = platform_config(tmp_path, {"url": url, "points": ["X"]})
     assert cli_main(["check", "-c", str(cfg)]) == 0

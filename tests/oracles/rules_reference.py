@@ -314,10 +314,14 @@ class PointRef:
     ) -> dict[str, float]:
         q = self.spec.rules
         names = {n for n, _ in self.detectors}
+        # a non-finite reading is no measured value (issue 13): value rules see none, the
+        # sensor-quality rules below judge it
+        raw, x = x, (x if math.isfinite(x) else math.nan)
         good = not math.isnan(x)
         m = {"x": x}
         if "diff" in names and q.minus is not None:
-            m["diff"] = x - values.get(q.minus, math.nan)
+            other = values.get(q.minus, math.nan)
+            m["diff"] = x - (other if math.isfinite(other) else math.nan)
         if "rate" in names:
             m["rate"] = self._rate(x, t) if good else math.nan
         if "dev" in names:
@@ -332,7 +336,7 @@ class PointRef:
         sets = (q.state_warning, q.state_alarm, q.state_critical, q.idle_states)
         for name, values_ in zip(("state1", "state2", "state3", "idle"), sets, strict=True):
             m[name] = float(int(x) in values_) if whole else math.nan
-        m.update(self._sensor(x, t, dead))
+        m.update(self._sensor(raw, t, dead))
         return m
 
     def _rate(self, x: float, t: float) -> float:
@@ -374,6 +378,8 @@ class PointRef:
         lo = -math.inf if q.range_min is None else q.range_min
         hi = math.inf if q.range_max is None else q.range_max
         out = {"stale": math.nan if dead else t - self.last_good_t}
+        if math.isinf(x):  # beyond any configured range
+            out["range"] = 0.0 if lo <= x <= hi else 1.0
         if fine:
             out["frozen"] = float(self.run_length)
             out["range"] = 0.0 if lo <= x <= hi else 1.0

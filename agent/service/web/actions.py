@@ -1,21 +1,20 @@
 """Acknowledge and shelve from the status page (`[web] allow_ack = true` only).
 
-The page takes the CLI's operator path (agent.service.ack.submit: a request file the rules
-stage applies within REQUEST_POLL s), so the journal and the uplink record the action and
-who did it, exactly as for `dust-agent ack --by NAME`. Guards: the route exists only when
-enabled; a POST must come from the page itself (Origin or Referer host = Host header); the
-alarm must be active; `by` is required and short.
+The page takes the operator socket's path inside the agent (the same request validation,
+agent.service.operator.parse_request, and the same rules-stage application,
+agent.service.ack.AlarmOps.request), so the journal and the uplink record the action and who
+did it, exactly as for `dust-agent ack --by NAME`; the OS user recorded is the agent's own, the
+note says "from the status page". Guards: the route exists only when enabled; a POST must come
+from the page itself (Origin or Referer host = Host header); the alarm must be active; `by` is
+required and short; the agent's refusal is shown as it is.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from agent.service.ack import submit
 from agent.service.web.source import WebSource
 
 SHELVE_HOURS = (1, 8, 24)
@@ -39,7 +38,12 @@ async def handle(src: WebSource, request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(text="action and by (your name) are required")
     if alarm_id not in {a["alarm_id"] for a in src.live()["alarms"]}:
         raise web.HTTPNotFound(text=f"alarm {alarm_id!r} is not active")
-    extra: dict[str, object] = {"note": "from the status page"}
+    body: dict[str, object] = {
+        "action": action,
+        "alarm_id": alarm_id,
+        "by": by,
+        "note": "from the status page",
+    }
     if action == "shelve":
         try:
             hours = int(str(form.get("hours", "1")))
@@ -47,6 +51,8 @@ async def handle(src: WebSource, request: web.Request) -> web.StreamResponse:
             hours = 0
         if hours not in SHELVE_HOURS:
             raise web.HTTPBadRequest(text=f"hours must be one of {SHELVE_HOURS}")
-        extra["until"] = time.time() + hours * 3600
-    await asyncio.to_thread(submit, src.storage_dir, action, alarm_id, by, **extra)
+        body["for"] = hours * 3600.0
+    ok, text = await src.operate(body)
+    if not ok:
+        raise web.HTTPConflict(text=f"refused by the agent: {text}")
     raise web.HTTPSeeOther("/alarms")

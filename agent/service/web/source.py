@@ -12,17 +12,21 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
+
 from agent import __version__
 from agent.core.model import AgentConfig, AlarmEvent, Frame
 from agent.store.history import History
 
 if TYPE_CHECKING:
+    from agent.service.ack import AlarmOps
     from agent.service.clock import ClockMonitor
     from agent.service.ops import OpsHost
     from agent.service.runtime_status import DeviceTracker
@@ -41,6 +45,8 @@ if TYPE_CHECKING:
         def ops(self) -> OpsPart: ...
         @property
         def journal(self) -> Journal: ...
+        @property
+        def alarm_ops(self) -> AlarmOps: ...
 
 
 log = logging.getLogger(__name__)
@@ -63,6 +69,11 @@ class WebSource(Protocol):
 
     @property
     def storage_dir(self) -> Path: ...
+
+    async def operate(self, body: dict[str, object]) -> tuple[bool, str]:
+        """An operator request from the page, through the same validation and rules-stage path
+        as the operator socket; (accepted, the agent's answer)."""
+        ...
 
     def live(self) -> Mapping[str, Any]:
         """{agent, clock, buses, alarms, uplinks, points: {value, quality, ts}, now}."""
@@ -110,6 +121,18 @@ class AgentFeed:
     @property
     def storage_dir(self) -> Path:
         return self.agent.cfg.storage.dir
+
+    async def operate(self, body: dict[str, object]) -> tuple[bool, str]:
+        from agent.service.operator import Peer, RequestError, parse_request
+
+        ops = self.agent.alarm_ops
+        me = Peer(os.getpid(), os.getuid(), os.getgid())  # the agent itself, on the page's behalf
+        try:
+            req = parse_request(orjson.dumps(body), me, ops.spec.max_shelve)
+        except RequestError as exc:
+            return False, str(exc)
+        answer = await ops.request(req)
+        return answer.ok, answer.text
 
     def observe(self, frame: Frame) -> None:
         if not self._same_points():
