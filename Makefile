@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_SECONDS ?= 90
 PYTEST_ARGS ?=
 
-.PHONY: demo test check bench bench-e2e bench-drain bench-bus bench-ingest bench-sim bench-web bench-fleet system-deps venv clean install
+.PHONY: demo test check bench bench-flood bench-e2e bench-drain bench-bus bench-ingest bench-sim bench-web bench-fleet system-deps venv clean install
 
 system-deps:
 	@scripts/setup-system.sh
@@ -49,6 +49,9 @@ bench-ingest: venv
 
 bench-sim: venv
 	@$(BIN)/python bench/sim.py
+
+bench-flood: venv
+	@$(BIN)/python bench/flood.py
 
 bench-web: venv
 	@$(BIN)/python bench/web.py

@@ -6,6 +6,10 @@ Translation (exactly once, here, always `raise ... from exc`)::
     ExceptionResponse 4, 10, 11 (device, gateway) -> SourceDeviceFailure(code)
     other ExceptionResponse (1, 2, 3...)          -> SourceProtocolError(code)
     reply with the wrong register count           -> SourceProtocolError(code=0)
+    reply with another function code (e.g. 4 or
+    23 to an FC3 read)                            -> SourceProtocolError(code=0)
+    undecodable reply (pymodbus's framer raised)  -> SourceProtocolError(code=0); the link is
+                                                     closed quietly (no asyncio traceback)
     ModbusIOException / timeout, link still open  -> SourceTimeout
     ModbusIOException after the link dropped,
     ConnectionException, OSError, not connected   -> SourceLinkError
@@ -40,6 +44,7 @@ __all__ = ["EXCEPTION_NAMES", "ModbusTcpSource", "quiet_pymodbus"]
 
 # A dead unit behind a gateway must not make pymodbus close the socket the live units share.
 MAX_NO_RESPONSES = 1_000_000
+FUNCTION_CODE = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 
 
 def quiet_pymodbus(level: int = logging.CRITICAL) -> None:
@@ -65,6 +70,7 @@ class ModbusTcpSource:
         self.retries = retries
         self.name = name
         self._client: AsyncModbusTcpClient | None = None
+        self._garbled: str | None = None  # why the last link was closed for an undecodable reply
         quiet_pymodbus()
 
     @property
@@ -89,6 +95,7 @@ class ModbusTcpSource:
             reconnect_delay=0,  # we own reconnecting (the poller's backoff)
         )
         client.set_max_no_responses(MAX_NO_RESPONSES)
+        self._guard(client)
         started = time.monotonic()
         ok = await client.connect()
         if ok and client.connected:
@@ -114,6 +121,11 @@ class ModbusTcpSource:
             }[block.table]
             reply = await reader(block.address, count=block.count, device_id=block.unit_id)
         except ModbusIOException as exc:
+            garbled, self._garbled = self._garbled, None
+            if garbled is not None:
+                raise SourceProtocolError(
+                    0, f"{self._where(block)}: undecodable reply ({garbled}); reconnecting"
+                ) from exc
             if not client.connected:
                 raise SourceLinkError(f"{self.endpoint}: link lost during read") from exc
             raise SourceTimeout(
@@ -133,7 +145,35 @@ class ModbusTcpSource:
         if client is not None:
             client.close()
 
+    def _guard(self, client: AsyncModbusTcpClient) -> None:
+        """Undecodable bytes make pymodbus's framer raise inside `data_received`, which asyncio
+        reports with a traceback before it drops the link. Catch that here instead: close the
+        link (as asyncio would), fail the pending read at once, and let read() report it as
+        one protocol error."""
+        ctx = client.ctx
+        decode = ctx.callback_data
+
+        def callback_data(data: bytes, addr: tuple[str, int] | None = None) -> int:
+            try:
+                return decode(data, addr)
+            except ModbusException as exc:
+                self._garbled = str(exc).removeprefix("Modbus Error: ")
+                future = ctx.response_future
+                if not future.done():
+                    future.set_exception(ModbusIOException(self._garbled))
+                ctx.close()
+                return len(data)
+
+        ctx.callback_data = callback_data  # type: ignore[method-assign]
+
     def _registers(self, block: Block, reply: ModbusPDU) -> npt.NDArray[np.uint16]:
+        want = FUNCTION_CODE[block.table]
+        if reply.function_code & 0x7F != want:
+            raise SourceProtocolError(
+                0,
+                f"{self._where(block)}: reply with function code {reply.function_code} to a "
+                f"function {want} request; refused",
+            )
         if reply.isError():
             raise exception_error(int(getattr(reply, "exception_code", 0)), self._where(block))
         if block.table in BIT_TABLES:

@@ -13,6 +13,7 @@ from pathlib import Path
 from agent import __version__
 from agent.config import EX_CONFIG, ConfigError, load_config
 from agent.core.model import AgentConfig
+from agent.core.redact import redact_url
 
 DEFAULT_CONFIG = os.environ.get("DUST_AGENT_CONFIG", "/etc/dust-agent/agent.toml")
 log = logging.getLogger("agent")
@@ -71,8 +72,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{len(cfg.buses)} bus(es), {len({p.device for p in cfg.points})} device(s), "
         f"{len(cfg.points)} point(s)"
     )
+    scheme = "mqtts" if cfg.uplink.tls is not None else "mqtt"
     print(
-        f"uplink mqtt://{cfg.uplink.host}:{cfg.uplink.port} topics {cfg.topic('<stream>')} "
+        f"uplink {scheme}://{cfg.uplink.host}:{cfg.uplink.port} topics {cfg.topic('<stream>')} "
         f"client id {cfg.uplink.client_id}"
     )
     print(
@@ -81,8 +83,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     for pl in cfg.platforms:
         print(
-            f"platform {pl.name} ({pl.profile}) {pl.url} qybm {pl.enterprise_code} wgbm "
-            f"{pl.gateway_code}: {len(pl.codes)} point(s) every {pl.period:g} s, alarms at once"
+            f"platform {pl.name} ({pl.profile}) {redact_url(pl.url)} qybm {pl.enterprise_code} "
+            f"wgbm {pl.gateway_code}: {len(pl.codes)} point(s) every {pl.period:g} s, "
+            "alarms at once"
         )
     print()
     print(format_plan(compile_config_plan(cfg), cfg.points))

@@ -4,6 +4,7 @@ what differs by profile comes from its registered ProfileEntry (agent.uplink.pla
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,6 +16,7 @@ from agent.config.schema import RawFieldMap, RawPlatform
 from agent.config.secrets import SecretError, resolve
 from agent.core.model import PointSpec, SiteSpec
 from agent.core.platformspec import DEFAULT_SCD, NOT_SENT, FieldMap, PlatformSpec
+from agent.core.redact import redact_url
 from agent.uplink.platforms.crypto import parse_key
 from agent.uplink.platforms.records import ALARM_FIELDS, TELEMETRY_FIELDS, template_names
 from agent.uplink.platforms.registry import CodeProblem, ProfileEntry, profile
@@ -130,7 +132,9 @@ def _checks(raw: RawPlatform, where: str, cfg_file: Path) -> None:
     ]
     for key, ok, what in checks:
         if not ok:
-            raise ConfigError(cfg_file, f"{where}.{key}", f"{getattr(raw, key)}: {what}")
+            shown = redact_url(raw.url) if key == "url" else getattr(raw, key)
+            raise ConfigError(cfg_file, f"{where}.{key}", f"{shown}: {what}")
+    _transport(raw, where, cfg_file)
     for key, code in raw.scd.items():
         if not (0 <= code <= 99 or code == NOT_SENT):
             raise ConfigError(
@@ -142,6 +146,20 @@ def _checks(raw: RawPlatform, where: str, cfg_file: Path) -> None:
         raise ConfigError(
             cfg_file, f"{where}.timezone", f"unknown time zone '{raw.timezone}'"
         ) from None
+
+
+def _transport(raw: RawPlatform, where: str, cfg_file: Path) -> None:
+    """http:// only when allowed (the data and any appsecret header go in clear)."""
+    if raw.url.startswith("http://") and not raw.allow_http:
+        raise ConfigError(
+            cfg_file,
+            f"{where}.url",
+            f"{redact_url(raw.url)}: plain http:// sends the data (and an appsecret header) in "
+            "clear; use https://, or set allow_http = true in this [[platforms]] entry if the "
+            "link is private (a test receiver, a VPN)",
+        )
+    if not isinstance(raw.ca_file, msgspec.UnsetType) and not raw.url.startswith("https://"):
+        raise ConfigError(cfg_file, f"{where}.ca_file", "ca_file applies to https:// URLs only")
 
 
 def _keys(
@@ -209,6 +227,19 @@ def _field_maps(
     return telemetry, alarm
 
 
+def _ca_file(raw: RawPlatform, where: str, cfg_file: Path) -> Path | None:
+    path = _opt_path(raw.ca_file, cfg_file.parent)
+    if path is None:
+        return None
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            cfg_file, f"{where}.ca_file", f"{path} is not a usable CA file (PEM): {exc}"
+        ) from None
+    return path
+
+
 def platform_spec(
     raw: RawPlatform,
     i: int,
@@ -272,6 +303,7 @@ def platform_spec(
         backoff_base=raw.backoff_base,
         backoff_cap=raw.backoff_cap,
         hex_upper=upper,
+        ca_file=_ca_file(raw, where, cfg_file),
     )
     problem = None if entry.check is None else entry.check(spec)
     if isinstance(problem, str):

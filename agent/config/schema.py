@@ -182,6 +182,7 @@ class RawUplink(_Strict):
     password_file: str | UnsetType = UNSET
     username_credential: str | UnsetType = UNSET
     password_credential: str | UnsetType = UNSET
+    allow_plaintext_password: bool = False  # a password over MQTT without TLS: opt-in only
 
 
 class RawStorage(_Strict):
@@ -230,6 +231,8 @@ class RawPlatform(_Strict):
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
     hex_upper: bool | UnsetType = UNSET  # default: upper for hebei_v1_1, lower for mem
+    allow_http: bool = False  # plain http:// (the data and appsecret in clear): opt-in only
+    ca_file: str | UnsetType = UNSET  # HTTPS: the CA of the platform's certificate (PEM)
     key_file: str | UnsetType = UNSET
     key_credential: str | UnsetType = UNSET
     iv_file: str | UnsetType = UNSET

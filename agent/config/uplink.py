@@ -151,6 +151,13 @@ def uplink_spec(
     if problem is not None:
         raise ConfigError(cfg_file, "uplink.host", problem)
     client_id = _opt(up.client_id) or f"dust-agent-{site.gateway_id}"
+    tls = _tls(up, cfg_file)
+    has_password = not (
+        isinstance(up.password_file, msgspec.UnsetType)
+        and isinstance(up.password_credential, msgspec.UnsetType)
+    )
+    if has_password and tls is None:  # from the config alone: `check` reads no secrets
+        _plaintext_password(up, cfg_file)
     return UplinkSpec(
         host=up.host,
         port=up.port,
@@ -163,9 +170,29 @@ def uplink_spec(
         max_inflight=up.max_inflight,
         backlog_rate=up.backlog_records_per_s,
         health_interval=up.health_interval,
-        tls=_tls(up, cfg_file),
+        tls=tls,
         credentials=_credentials(up, cfg_file) if secrets else None,  # None: not read
         reconnect=_reconnect(up, client_id, cfg_file),
+    )
+
+
+def _plaintext_password(up: RawUplink, cfg_file: Path) -> None:
+    """A password over MQTT without TLS crosses the network in clear: only if the config says
+    so (a broker on the same host, or a link encrypted below MQTT, e.g. a VPN)."""
+    if up.allow_plaintext_password:
+        return
+    key = (
+        "uplink.password_file"
+        if not isinstance(up.password_file, msgspec.UnsetType)
+        else "uplink.password_credential"
+    )
+    raise ConfigError(
+        cfg_file,
+        key,
+        f"the MQTT password would be sent in clear to {up.host}:{up.port} (TLS is off); turn "
+        "TLS on (tls = true, usually port 8883, with ca_file if the broker's CA is private), "
+        "or, if the link is already protected (same host, VPN), set "
+        "allow_plaintext_password = true in [uplink]",
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 Profile = str  # a registered platform profile (agent.uplink.platforms.registry): hebei_v1_1, mem
@@ -94,6 +95,7 @@ class PlatformSpec:
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
     hex_upper: bool = True  # the envelope's hex case
+    ca_file: Path | None = None  # HTTPS: the CA that signed the platform's certificate
 
     def decimals_of(self, code: str) -> int:
         return self.decimals.get(code, self.default_decimals)

@@ -132,6 +132,50 @@ def move_aside(path: Path, now: float) -> Path:
     return aside
 
 
+CORRUPT_KEEP: Final = 3  # corrupt copies kept for inspection, newest first
+CORRUPT_SHARE: Final = 0.25  # of the storage cap the copies may take together
+
+
+def _copy_bytes(base: Path) -> int:
+    size = 0
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            size += base.with_name(base.name + suffix).stat().st_size
+    return size
+
+
+def _epoch(copy: Path) -> int:
+    tail = copy.name.rsplit("corrupt-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def prune_corrupt(path: Path, max_bytes: int) -> tuple[int, list[Path]]:
+    """Delete the oldest `<name>.corrupt-<epoch>` copies (with their -wal/-shm) until at most
+    CORRUPT_KEEP remain and they take at most CORRUPT_SHARE of `max_bytes`; returns the bytes
+    the kept copies take (they count against the cap) and the copies deleted."""
+    copies = sorted(
+        (
+            p
+            for p in path.parent.glob(f"{path.name}.corrupt-*")
+            if p.name.rsplit("corrupt-", 1)[-1].isdigit()
+        ),
+        key=_epoch,
+        reverse=True,
+    )
+    kept, deleted, total = 0, [], 0
+    for copy in copies:
+        size = _copy_bytes(copy)
+        if kept < CORRUPT_KEEP and total + size <= max_bytes * CORRUPT_SHARE:
+            kept += 1
+            total += size
+            continue
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                copy.with_name(copy.name + suffix).unlink()
+        deleted.append(copy)
+    return total, deleted
+
+
 def file_bytes(path: Path) -> int:
     """The database file plus its -wal file."""
     size = 0

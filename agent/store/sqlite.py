@@ -57,6 +57,7 @@ class Store:
         self.path, self.max_bytes, self.sync_interval = path, max_bytes, sync_interval
         self.gen = 0
         self.replaced = 0
+        self.corrupt_bytes = 0  # kept corrupt copies: they count against max_bytes
         self.consumers = consumers
         self.views = {c: View(c) for c in consumers}
         self.shared = len(consumers) > 1
@@ -111,8 +112,31 @@ class Store:
             self._replace(exc)
 
     def _open(self, first_seq: dict[str, int] | None = None) -> None:
+        self._prune_corrupt()
         self._con, self._pending = schema.connect(self.path, self.consumers, first_seq)
         self._acked = progress.count_acked(self._con, self.consumers)
+
+    def _prune_corrupt(self) -> None:
+        try:
+            self.corrupt_bytes, gone = schema.prune_corrupt(self.path, self.max_bytes)
+        except OSError as exc:  # a directory we cannot list: the open reports the disk
+            log.warning("cannot prune corrupt outbox copies beside %s: %s", self.path, exc)
+            return
+        if gone:
+            log.warning(
+                "deleted %d corrupt outbox cop%s (%s): at most %d are kept, within %d %% of "
+                "the storage cap",
+                len(gone),
+                "y" if len(gone) == 1 else "ies",
+                ", ".join(p.name for p in gone[:5]),
+                schema.CORRUPT_KEEP,
+                int(schema.CORRUPT_SHARE * 100),
+            )
+
+    @property
+    def cap(self) -> int:
+        """The database's share of max_bytes: what the kept corrupt copies leave."""
+        return max(1, self.max_bytes - self.corrupt_bytes)
 
     def _open_failed(self, err: OutboxWriteError) -> None:
         if self.unavailable is None:
@@ -178,6 +202,7 @@ class Store:
         salvaged = schema.salvage_seq(self.path)
         now = time.time()
         aside = schema.move_aside(self.path, now)
+        # _open prunes the copies: the new one among them, within CORRUPT_KEEP / CORRUPT_SHARE
         # seqs must never repeat (platforms deduplicate on them): continue from the old
         # database when its streams table is readable, else jump to the epoch in ms
         first = salvaged or dict.fromkeys(STREAMS, int(now * 1000))
@@ -227,7 +252,7 @@ class Store:
                 added: list[tuple[str, int, int]] = [(e.stream, 1, e.n) for e in entries]
                 for e in entries:
                     self._insert(e)
-                if used_bytes(db) > self.max_bytes:
+                if used_bytes(db) > self.cap:
                     added += self._enforce_cap()
         finally:
             if full:
@@ -255,7 +280,7 @@ class Store:
         for v in self.views.values():
             with v.leases.lock:
                 leased |= v.leases.ids
-        dropped = enforce_cap(self.db, self.max_bytes, leased, shared=self.shared)
+        dropped = enforce_cap(self.db, self.cap, leased, shared=self.shared)
         if dropped is None:
             return []
         self._recount = self.shared

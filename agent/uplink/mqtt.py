@@ -23,6 +23,7 @@ import aiomqtt
 
 from agent import __version__
 from agent.core.model import SiteSpec, UplinkSpec
+from agent.core.redact import printable
 from agent.uplink.contract import UplinkError, UplinkRefused
 from agent.uplink.payload import build_status
 
@@ -76,6 +77,9 @@ def _rc(exc: aiomqtt.MqttError) -> int | None:
     return int(getattr(rc, "value", rc))
 
 
+CONSUMER_QUEUE = 1000  # messages subscribe() holds for a slow reader before it drops new ones
+
+
 class _ClosingSSLSocket(ssl.SSLSocket):
     """An SSLSocket that closes itself when its handshake fails.
 
@@ -102,6 +106,7 @@ def tls_context(spec: UplinkSpec) -> ssl.SSLContext | None:
         ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
     except (OSError, ssl.SSLError) as exc:
         raise UplinkError(f"cannot load uplink.ca_file {tls.ca_file}: {exc}") from exc
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # whatever the system's OpenSSL defaults say
     if tls.cert_file is not None and tls.key_file is not None:
         try:
             ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
@@ -117,6 +122,18 @@ def _closing(ctx: ssl.SSLContext | None) -> ssl.SSLContext | None:
     if ctx is not None:
         ctx.sslsocket_class = _ClosingSSLSocket
     return ctx
+
+
+def _discarding(owner: MqttUplink) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """aiomqtt's incoming queue for a client that subscribes to nothing: every PUBLISH a
+    broker pushes to it anyway is counted and dropped, never stored (a rogue or misconfigured
+    broker could otherwise grow memory without bound)."""
+
+    class _Discard(asyncio.Queue[aiomqtt.Message]):
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            owner.note_unsolicited(str(item.topic))
+
+    return _Discard
 
 
 class MqttUplink:
@@ -144,6 +161,18 @@ class MqttUplink:
         self._username = username if username is not None else (creds.username if creds else None)
         self._password = password if password is not None else (creds.password if creds else None)
         self._client: aiomqtt.Client | None = None
+        self.unsolicited = 0  # PUBLISH packets the broker sent us unasked (dropped)
+
+    def note_unsolicited(self, topic: str) -> None:
+        """Count a PUBLISH we never subscribed to; the first is logged, once per uplink."""
+        self.unsolicited += 1
+        if self.unsolicited == 1:
+            log.warning(
+                "MQTT broker %s sent a message on %s although the agent subscribes to nothing; "
+                "dropped (further ones are counted, not logged)",
+                self._where,
+                printable(topic, 120),
+            )
 
     @property
     def target(self) -> str:
@@ -192,6 +221,8 @@ class MqttUplink:
             clean_session=True,  # the outbox is our durability, not the broker session
             max_inflight_messages=self.spec.max_inflight,
             max_queued_outgoing_messages=self.spec.max_inflight + 10,  # + side messages
+            queue_type=_discarding(self),
+            max_queued_incoming_messages=1,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             logger=_CLIENT_LOG,
         )
@@ -369,9 +400,13 @@ async def subscribe(
 ) -> AsyncIterator[tuple[str, bytes]]:
     """(topic, payload) of every QoS 1 message on topic_filter; reconnects after 1 s."""
     tls = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    if tls is not None:
+        tls.minimum_version = ssl.TLSVersion.TLSv1_2
     while True:
         try:
-            async with aiomqtt.Client(host, port, tls_context=tls) as client:
+            async with aiomqtt.Client(
+                host, port, tls_context=tls, max_queued_incoming_messages=CONSUMER_QUEUE
+            ) as client:
                 await client.subscribe(topic_filter, qos=1)
                 async for m in client.messages:
                     if isinstance(m.payload, bytes):

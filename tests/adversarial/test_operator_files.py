@@ -59,6 +59,7 @@ def test_read_only_and_operator_commands_read_no_secrets(tmp_path: Path) -> None
     data = tomllib.loads(path.read_text())
     data["uplink"]["username_credential"] = "mqtt_username"
     data["uplink"]["password_credential"] = "mqtt_password"
+    data["uplink"]["allow_plaintext_password"] = True  # a broker on the same host
     data["storage"]["journal_hmac_key_file"] = str(tmp_path / "missing.key")
     path.write_text(dump_toml(data))
     cfg = str(path)

@@ -334,6 +334,7 @@ def test_agent_feeds_mqtt_and_the_platform_and_reports_each(broker: Broker, tmp_
                     "name": "hebei",
                     "profile": "hebei_v1_1",
                     "url": rec.url,
+                    "allow_http": True,
                     "period": 1.0,
                     "points": ["DC-1.hopper_temp"],
                     "point_decimals": {"DC-1.hopper_temp": 1},

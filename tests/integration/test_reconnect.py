@@ -146,6 +146,7 @@ def test_failed_connect_is_logged_once_with_its_cause(
         extra = {
             "username_file": secret(tmp_path, "user", "gw"),
             "password_file": secret(tmp_path, "password", "wrong"),
+            "allow_plaintext_password": True,  # a broker on this host
         }
     else:
         extra = {"tls": True}

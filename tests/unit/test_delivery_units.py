@@ -40,7 +40,7 @@ def test_systemd_credential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 def config_with(tmp_path: Path, **uplink: Any) -> Path:
     data = orjson.loads(orjson.dumps(BASE))
-    data.setdefault("uplink", {}).update(uplink)
+    data.setdefault("uplink", {}).update({"allow_plaintext_password": True, **uplink})
     return write(tmp_path, data)
 
 

@@ -206,6 +206,7 @@ def platform_config(tmp_path: Path, **platform: Any) -> Path:
     base = {
         "profile": "plain_json",
         "url": "http://127.0.0.1:1/api",
+        "allow_http": True,
         "key_file": secret(tmp_path, "k", "12345678"),
         "points": ["X.a"],
     }

@@ -267,6 +267,7 @@ def config(tmp_path: Path, platform: dict[str, Any], coded: bool = True) -> Path
     base = {
         "profile": "hebei_v1_1",
         "url": "http://127.0.0.1:8808/api",
+        "allow_http": True,
         "key_file": secret(tmp_path, "k", "12345678"),
     }
     if platform.get("profile", "hebei_v1_1") == "hebei_v1_1":
