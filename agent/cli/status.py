@@ -96,8 +96,13 @@ def to_table(doc: dict[str, Any], now: float | None = None) -> str:
         + (f"NOT RUNNING: {why}" if not running else ""),
         f"  config   {a.get('config', '?')} ({a.get('points', '?')} points)",
     ]
-    if a.get("watchdog"):
-        lines.append(f"  watchdog STALLED: {a['watchdog']}")
+    wd = a.get("watchdog")  # null without a systemd watchdog
+    if isinstance(wd, dict):
+        lines.append(
+            f"  watchdog STALLED: {wd['stalled']}"
+            if wd.get("stalled")
+            else f"  watchdog ok (pinged every {wd.get('interval_s', '?')} s)"
+        )
     reloads = a.get("reloads") or []
     if reloads:
         last = reloads[-1]
@@ -116,6 +121,9 @@ def to_table(doc: dict[str, Any], now: float | None = None) -> str:
         + ("connected" if u.get("connected") else "DISCONNECTED")
         + (f" (last error: {u['last_error']})" if u.get("last_error") else "")
     )
+    stall = (u.get("delivery") or {}).get("stalled")
+    if stall:
+        lines.append(f"  delivery STALLED: {stall}")
     for name, pu in (doc.get("health", {}).get("uplinks") or {}).items():
         if name == "mqtt":
             continue  # the line above
@@ -131,7 +139,9 @@ def to_table(doc: dict[str, Any], now: float | None = None) -> str:
         "  outbox   pending "
         + ", ".join(f"{k} {v}" for k, v in pend.items())
         + f"; oldest unsent {_age(o.get('oldest_unsent_age_s'))}"
-        + f"; {o.get('db_bytes', 0) / 2**20:.1f} MiB; dropped {o.get('dropped_records', 0)}"
+        + f"; file {o.get('db_bytes', 0) / 2**20:.1f} MiB"
+        + (f" ({o['used_bytes'] / 2**20:.1f} MiB used)" if "used_bytes" in o else "")
+        + f"; dropped {o.get('dropped_records', 0)}"
     )
     h = doc.get("health")
     if h:  # agent.service.health: delivery counters since start (docs/payloads.md#health)

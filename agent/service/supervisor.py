@@ -67,6 +67,7 @@ class Agent:
         self.ops = Ops(self, self.clock)
         self.health = Health(cfg, self.outbox, self.forwarder, self.store, self.ops.status)
         self.health.platforms = self.platforms
+        self.health.delivery, self.health.watchdog = self.ops.delivery, self.ops.watchdog_state
         self._stop = asyncio.Event()
         self.frames_processed = 0
         self._tg: asyncio.TaskGroup | None = None

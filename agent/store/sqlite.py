@@ -330,6 +330,7 @@ class Store:
             pending_records={s: v[1] for s, v in self._pending.items()},
             next_seq=next_seq,
             db_bytes=schema.file_bytes(self.path),
+            used_bytes=used_bytes(db),
             dropped_records=int(dropped),
             oldest_ts=oldest,
             replaced=self.replaced,
