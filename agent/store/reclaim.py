@@ -9,8 +9,8 @@ the -wal file too.
 
 A step runs on the store's worker thread after an acknowledgement, at most every STEP_EVERY
 seconds, and only when the queue is short (free pages at least as many as used ones): the
-poll loop's next put waits for at most one step (1 MiB: ~1–8 ms measured by
-bench/drain.py --reclaim). Worker thread only.
+poll loop's next put waits for at most one step (1 MiB: 1–8 ms measured here; each round
+is logged with its longest step, which bench/soak.py --outage prints). Worker thread only.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ class Reclaimer:
     step_total_s: float = 0.0
     _next: float = 0.0
     _active: bool = False  # steps ran since the last TRUNCATE checkpoint
+    _round: tuple[int, int, float] = (0, 0, 0.0)  # this round's steps, bytes, longest step
 
     def step(self, con: sqlite3.Connection, now: float | None = None) -> int:
         """One bounded step when due and the queue is short; bytes given back (0: none)."""
@@ -98,8 +99,7 @@ class Reclaimer:
         pages, free, size = _pages(con)
         if free < MIN_FREE_PAGES or free < pages - free:
             if free < MIN_FREE_PAGES and self._active:
-                self._active = False
-                con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                self._finish(con)
             return 0
         started = time.perf_counter()
         # executescript steps the pragma to the end; execute() would free a single page
@@ -112,4 +112,19 @@ class Reclaimer:
         self.step_max_s = max(self.step_max_s, took)
         self.reclaimed_bytes += freed
         self._active = True
+        steps, done, longest = self._round
+        self._round = (steps + 1, done + freed, max(longest, took))
         return freed
+
+    def _finish(self, con: sqlite3.Connection) -> None:
+        """The free pages are gone: empty the WAL too and say what was given back."""
+        self._active = False
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        steps, done, longest = self._round
+        self._round = (0, 0, 0.0)
+        log.info(
+            "outbox gave %.1f MiB back to the filesystem in %d steps (longest %.1f ms)",
+            done / 2**20,
+            steps,
+            longest * 1000,
+        )
