@@ -188,6 +188,9 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         settle(collector)
         collector.stop()
     report(args, samples, delivery(collector, state / "outbox.db"), collector, code=code, cpu=cpu)
+    for line in agent.text().splitlines():  # agent.store.reclaim: each round of giving back
+        if "back to the filesystem" in line:
+            print("  " + line.split(": ", 1)[-1])
 
 
 def report(
