@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_SECONDS ?= 90
 PYTEST_ARGS ?=
 
-.PHONY: demo test check bench bench-e2e bench-drain bench-bus bench-ingest system-deps venv clean install
+.PHONY: demo test check bench bench-e2e bench-drain bench-bus bench-ingest bench-soak system-deps venv clean install
 
 system-deps:
 	@scripts/setup-system.sh
@@ -46,6 +46,9 @@ bench-bus: venv
 
 bench-ingest: venv
 	@$(BIN)/python bench/ingest.py
+
+bench-soak: venv  # 15 minutes; not part of `make bench`
+	@$(BIN)/python bench/soak.py
 
 # Install as a systemd service on this machine (as root): docs/operations.md.
 install:
