@@ -204,13 +204,15 @@ def report(
 ) -> None:
     t, rss, fds, threads, size = (list(c) for c in zip(*samples, strict=True))
     points = args.devices * args.registers
+    warm = next((r for at, r in zip(t, rss, strict=True) if at >= args.warmup), rss[-1])
     print(
         f"dust-agent soak: {args.devices} devices x {args.registers} registers = {points} points"
         f" at 1 s for {t[-1] / 60:.1f} min, max_bytes_per_message {args.max_bytes}"
         + (f", broker outage {args.outage:.0f} s" if args.outage else "")
     )
     print(
-        f"  RSS: start {rss[0]:.1f} MiB, end {rss[-1]:.1f} MiB, max {max(rss):.1f} MiB;"
+        f"  RSS: start {rss[0]:.1f} MiB, after the warm-up {warm:.1f} MiB, end {rss[-1]:.1f}"
+        f" MiB, max {max(rss):.1f} MiB;"
         f" growth {growth_mib_per_h(samples, args.warmup):+.2f} MiB/h (fit after"
         f" {args.warmup:.0f} s, {len(samples)} samples)"
     )
