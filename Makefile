@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_SECONDS ?= 90
 PYTEST_ARGS ?=
 
-.PHONY: demo test check bench bench-e2e bench-drain bench-bus bench-ingest bench-soak system-deps venv clean install
+.PHONY: demo test check bench bench-e2e bench-drain bench-bus bench-ingest bench-sim bench-web bench-soak system-deps venv clean install
 
 system-deps:
 	@scripts/setup-system.sh
@@ -33,7 +33,7 @@ check: venv
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy
 
-bench: bench-e2e bench-drain bench-bus bench-ingest
+bench: bench-e2e bench-drain bench-bus bench-ingest bench-sim
 
 bench-e2e: venv
 	@$(BIN)/python bench/e2e.py
@@ -46,6 +46,12 @@ bench-bus: venv
 
 bench-ingest: venv
 	@$(BIN)/python bench/ingest.py
+
+bench-sim: venv
+	@$(BIN)/python bench/sim.py
+
+bench-web: venv
+	@$(BIN)/python bench/web.py
 
 bench-soak: venv  # 15 minutes; not part of `make bench`
 	@$(BIN)/python bench/soak.py

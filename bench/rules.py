@@ -2,8 +2,8 @@
 
 Prints the median tick time of the vectorized engine (agent.rules.RuleEngine), point
 evaluations per second, transitions (events) per tick, and the ratio against the same rules
-evaluated point by point in plain Python (agent.rules.reference.ScalarEngine) on the same
-frames. Targets (issue 4): a 10k-point tick under 1 ms with every kind; >= 20x the loop.
+evaluated point by point in plain Python (tests/oracles/rules_reference.py, the test oracle)
+on the same frames. Targets (issue 4): a 10k-point tick under 1 ms with every kind; >= 20x the loop.
 
 Two workloads:
   steady  a running plant: each reading holds its level with a last-digit flicker (0.1 steps),
@@ -20,15 +20,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo: tests.oracles
 
 from agent.core.model import Frame, PointSpec, ThresholdRule
 from agent.core.rulespec import PointRules
 from agent.rules import RuleEngine
-from agent.rules.reference import ScalarEngine
+from tests.oracles.rules_reference import RulesReference
 
 WARM = 20  # ticks before timing: the rate fit and the windows fill
 EVERY_KIND = PointRules(
@@ -145,7 +149,7 @@ def main() -> None:
             vec, ev = median_tick(RuleEngine(pts).step, fs, WARM)  # type: ignore[arg-type]
             # the loop: the same frames (warm-up included), fewer timed ticks at large n
             py_ticks = max(3, min(10, 200_000 // n))
-            py, _ = median_tick(ScalarEngine(pts).step, fs[: WARM + py_ticks], WARM)  # type: ignore[arg-type]
+            py, _ = median_tick(RulesReference(pts).step, fs[: WARM + py_ticks], WARM)  # type: ignore[arg-type]
             print(
                 f"{name:>8} {n:>8} {vec * 1e3:>9.3f}ms {n / vec:>10.3g} {ev:>7.1f}"
                 f" {py * 1e3:>10.1f}ms {py / vec:>5.0f}x"

@@ -11,6 +11,7 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from agent.core.hosts import host_problem
 from agent.core.model import Table
 
 __all__ = ["Table"]  # re-exported: the table names are part of the driver contract
@@ -229,7 +230,9 @@ class DriverEntry:
     - `make(bus)` builds the bus's Source (not yet connected) from a validated bus;
     - `request_s(bus, block)` estimates one healthy request (`dust-agent check` sums them);
     - `endpoint(bus)` names the bus's link in one line ("modbus tcp 10.0.0.5:502");
-    - `basis(bus)` says what the estimate assumes ("~5 ms assumed round trip per request").
+    - `basis(bus)` says what the estimate assumes ("~5 ms assumed round trip per request");
+    - `unit_ids` is the range of device (unit) ids the bus type can address, and `unit_note`
+      says why, for the config loader's message.
     """
 
     name: str
@@ -239,12 +242,17 @@ class DriverEntry:
     endpoint: Callable[[BusSettings], str]
     basis: Callable[[BusSettings], str]
     summary: str = ""  # one line for `dust-agent` messages and the docs
+    unit_ids: tuple[int, int] = (0, 255)
+    unit_note: str = ""
 
 
 def tcp_address(fields: BusFields) -> BusAddress:
     """The address check of a driver on TCP: `host` and a TCP `port`, no serial keys."""
     if not fields.host:
         raise BusConfigError("host", f"a {fields.type} bus needs host (the address)")
+    problem = host_problem(fields.host)
+    if problem is not None:
+        raise BusConfigError("host", problem)
     port = fields.port
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise BusConfigError("port", f"a {fields.type} bus needs a TCP port 1..65535, got {port!r}")

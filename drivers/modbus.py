@@ -156,6 +156,18 @@ def _serial_basis(bus: BusSettings) -> str:
     )
 
 
+# Modbus over serial line (V1.02, 2.2): 0 is the broadcast address (a write no device answers;
+# a read of it always times out), 248-255 are reserved. RTU over TCP forwards the same frames
+# onto the line. On Modbus TCP the unit id is the device's own business: TCP-native devices
+# mostly ignore it or want 0 or 255, gateways map it to a serial device: 0-255 stay valid.
+RTU_UNITS = (1, 247)
+RTU_UNIT_NOTE = (
+    "an RTU unit id is 1..247 (0 is broadcast, which no device answers; 248..255 are "
+    "reserved): use the address set on the device's panel"
+)
+TCP_UNIT_NOTE = "a Modbus TCP unit id is 0..255"
+
+
 def _frame(bus: BusSettings) -> str:
     return f"{bus.bytesize}{bus.parity}{bus.stopbits}"
 
@@ -168,6 +180,7 @@ TCP = DriverEntry(
     endpoint=lambda bus: f"modbus tcp {bus.host}:{bus.port}",
     basis=_tcp_basis,
     summary="Modbus TCP: host, port (502)",
+    unit_note=TCP_UNIT_NOTE,
 )
 RTU = DriverEntry(
     name="rtu",
@@ -177,6 +190,8 @@ RTU = DriverEntry(
     endpoint=lambda bus: f"modbus rtu {bus.serial_port} {bus.baud} baud {_frame(bus)}",
     basis=_serial_basis,
     summary="Modbus RTU on a serial port (RS-485): port = device path, baud",
+    unit_ids=RTU_UNITS,
+    unit_note=RTU_UNIT_NOTE,
 )
 RTU_TCP = DriverEntry(
     name="rtu_tcp",
@@ -186,4 +201,6 @@ RTU_TCP = DriverEntry(
     endpoint=lambda bus: f"modbus rtu-over-tcp {bus.host}:{bus.port}",
     basis=_serial_basis,
     summary="Modbus RTU frames over TCP (serial device server): host, port, optional baud",
+    unit_ids=RTU_UNITS,
+    unit_note=RTU_UNIT_NOTE,
 )

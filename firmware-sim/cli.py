@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from firmware_sim.plant import SCENARIOS, Plant
 from firmware_sim.server import Fault, PlantServer, parse_fault_arg, quiet_pymodbus
+from firmware_sim.site_cli import add_site_arguments, serve_demo_site, serve_site
 
 DEFAULT_PORT = 5020
 
@@ -84,10 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--scenario",
-        choices=sorted(SCENARIOS),
         default=None,
-        help="smoulder (default for the demo plant), none (default for the bench plant), or "
-        "one of firmware_sim.scenarios (units 3 and 4 are wet collectors)",
+        help="smoulder (default for the demo plant: units 1, 2 dry, 3, 4 wet), none (default "
+        "for the bench plant), or a shipped scenario file's name (firmware-sim/scenarios/: "
+        "served on the demo site, units 1, 2 dry and 3 wet); with --config: a scenario file "
+        "or a shipped name",
     )
     serve.add_argument(
         "--speed",
@@ -146,6 +148,40 @@ def build_parser() -> argparse.ArgumentParser:
         "(8N1; default: no hold)",
     )
 
+    add_site_arguments(serve)
+
+    replay = sub.add_parser(
+        "replay",
+        help="serve values recorded from a plant through a site config's register map",
+        description=(
+            "Serve a capture (JSON lines of telemetry messages as mosquitto_sub prints them, "
+            "or a CSV point,time,value) through --config's register map, at --speed. Prints "
+            "the same JSON start line as serve --config."
+        ),
+    )
+    replay.add_argument("capture", metavar="CAPTURE")
+    replay.add_argument("--speed", type=_positive_float, default=1.0, help="replay speed (1)")
+    replay.add_argument("--loop", action="store_true", help="start over at the end")
+    replay.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    replay.add_argument("--scenario", default=None, help=argparse.SUPPRESS)
+    add_site_arguments(replay)
+
+    scen = sub.add_parser(
+        "run-scenario",
+        help="play scenario files against the real agent and check their expectations",
+        description=(
+            "Start mosquitto, the simulator (serving --config, or the demo site) and dust-agent "
+            "per scenario file, play each timeline and check its expectations against the "
+            "alarms that reach the broker. Several files run at once. Prints a pass/fail table; "
+            "exits 1 if any expectation failed. FILE is a path or a shipped scenario name."
+        ),
+    )
+    scen.add_argument("files", nargs="+", metavar="FILE")
+    scen.add_argument("--config", default=None, help="site config (default: the demo site)")
+    scen.add_argument("--speed", type=_positive_float, default=1.0, help="timeline speed (1)")
+    scen.add_argument("--agent-cmd", default=None, help="command to run the agent")
+    scen.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+
     demo = sub.add_parser(
         "demo",
         help="run broker + simulator + agent and print what arrives upstream",
@@ -185,6 +221,13 @@ def describe_start(server: PlantServer, bench: bool) -> str:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        return await serve_site(args)
+    if args.scenario is not None and args.scenario not in SCENARIOS:
+        if args.bench_devices is not None or args.rtu or args.rtu_tcp:
+            print("dust-sim: scenario files are served over Modbus TCP only", file=sys.stderr)
+            return 2
+        return await serve_demo_site(args)
     bench = args.bench_devices is not None or args.bench_registers is not None
     if bench and (args.bench_devices is None or args.bench_registers is None):
         print("dust-sim: --bench-devices and --bench-registers go together", file=sys.stderr)
@@ -230,10 +273,37 @@ async def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_scenario_command(args: argparse.Namespace) -> int:
+    from agent.config import ConfigError
+    from firmware_sim.run_scenario import run_scenarios
+    from firmware_sim.timeline import ScenarioError
+
+    try:
+        return asyncio.run(
+            run_scenarios(
+                args.files,
+                config=args.config,
+                speed=args.speed,
+                agent_cmd=args.agent_cmd,
+                keep=args.keep,
+            )
+        )
+    except (ScenarioError, ConfigError, ValueError) as exc:
+        print(f"dust-sim: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return asyncio.run(serve(args))
+    if args.command == "replay":
+        if args.config is None:
+            print("dust-sim: replay needs --config SITE.toml", file=sys.stderr)
+            return 2
+        return asyncio.run(serve_site(args))
+    if args.command == "run-scenario":
+        return run_scenario_command(args)
     from firmware_sim.demo import run_demo
 
     return run_demo(

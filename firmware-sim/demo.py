@@ -31,6 +31,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -80,6 +81,21 @@ def make_agent_config(
     elif rules_pack is None and (template_dir / "rules" / "default.toml").exists():
         cfg["rules_pack"] = str((template_dir / "rules" / "default.toml").resolve())
     return cfg
+
+
+def status_page_url(cfg: dict[str, Any]) -> str | None:
+    """The status page's URL when [web] is enabled; a taken port is swapped for a free one."""
+    web = cfg.get("web")
+    if not isinstance(web, dict) or not web.get("enabled"):
+        return None
+    host, port = str(web.get("bind", LOOPBACK)), int(web.get("port", 8080))
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:  # another demo or service has it: any free port will do
+            s.bind((host, 0))
+            port = web["port"] = s.getsockname()[1]
+    return f"http://{host}:{port}/"
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -250,6 +266,7 @@ class Demo:
             broker_port=broker_port,
             storage_dir=self.workdir / "storage",
         )
+        page = status_page_url(cfg)
         cfg_file = self.workdir / "agent.toml"
         cfg_file.write_text(dump_toml(cfg))
         cmd = [*self.agent_cmd, "run", "-c", str(cfg_file)]
@@ -267,6 +284,8 @@ class Demo:
         finally:
             log.close()
         self.say(f"dust-sim demo: agent started: {shlex.join(cmd)}")
+        if page:
+            self.say(f"dust-sim demo: status page (open it in a browser): {page}")
         self.say(
             "dust-sim demo: watch unit 1 (DC-1): its hopper starts smouldering at ~10 s; the "
             "rate-of-rise alarm comes first (~15 s), then it passes 60 °C (warning) at ~32 s "

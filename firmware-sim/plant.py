@@ -30,7 +30,7 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
-from firmware_sim.scenarios import EFFECTS, WET_UNITS, Effect, WetState, wet_state
+from firmware_sim.wet import WET_UNITS, WetState, wet_state
 
 ValueType = Literal["uint16", "int16", "uint32", "int32", "float32"]
 Order = Literal["ABCD", "CDAB", "BADC", "DCBA"]
@@ -201,10 +201,11 @@ class Smoulder:
         )
 
 
-SCENARIOS: dict[str, Smoulder | Effect | None] = {
+# The Python scenarios of this model; every other scenario is a file (firmware-sim/scenarios/,
+# served on the demo site by `dust-sim serve --scenario NAME`: firmware_sim.site_cli).
+SCENARIOS: dict[str, Smoulder | None] = {
     "none": None,
     "smoulder": Smoulder(),
-    **EFFECTS,  # firmware_sim.scenarios
 }
 # The wet collector's controller (units 3 and 4): input registers, the same 11-register block.
 # Must stay identical to config/profiles/wet_collector.toml (tests/contract checks it).
@@ -229,12 +230,11 @@ class Plant:
         self.seed = seed
         self.scenario = scenario
         chosen = SCENARIOS[scenario]
-        self.smoulder = chosen if isinstance(chosen, Smoulder) else None
-        self.effect = chosen if isinstance(chosen, Effect) else None
+        self.smoulder = chosen
         self.speed = speed
 
     def describe(self) -> str:
-        chosen = self.smoulder or self.effect
+        chosen = self.smoulder
         if chosen is None:
             return "scenario none"
         text = f"scenario {chosen.describe()}"
@@ -297,7 +297,7 @@ class Plant:
             airlock_state=1,
             spark_count=0,
         )
-        return state if self.effect is None else self.effect.apply(unit, t * self.speed, state)
+        return state
 
     def collector_registers(self, unit: int, t: float) -> list[int]:
         """The controller's input-register block (addresses 0..10) at time `t`; units 3 and 4
@@ -315,8 +315,7 @@ class Plant:
         return regs
 
     def wet(self, unit: int, t: float) -> WetState:
-        state = wet_state(self.seed, unit, t, value_noise)
-        return state if self.effect is None else self.effect.apply(unit, t * self.speed, state)
+        return wet_state(self.seed, unit, t, value_noise)
 
     def bench_registers(self, unit: int, t: float, count: int) -> list[int]:
         """`count` uint16 holding registers for the benchmark plant.

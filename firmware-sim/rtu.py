@@ -84,9 +84,14 @@ class RtuSlaves:
         registers: RegisterFn,
         timing: LineTiming | None,
         faults: Mapping[int, Fault] | None = None,
+        *,
         seed: int = 0,
+        fault_of: Callable[[int], Fault | None] | None = None,
     ) -> None:
+        """`fault_of(unit)`, when given, is asked at each request instead of `faults`
+        (a scenario timeline's faults change over time)."""
         self.units = frozenset(units)
+        self.fault_of = fault_of
         self.registers = registers
         self.timing = timing
         self.faults: dict[int, Fault] = dict(faults or {})
@@ -118,7 +123,7 @@ class RtuSlaves:
             self.dropped += 1
             return
         k = self.requests[unit] = self.requests.get(unit, 0) + 1
-        fault = self.faults.get(unit)
+        fault = self.fault_of(unit) if self.fault_of is not None else self.faults.get(unit)
         if fault is not None and (k - 1) % fault.every != 0:
             fault = None
         if fault is not None and fault.no_answer:

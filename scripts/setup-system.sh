@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the system packages that the demo and the tests need, only when they are missing:
 # python3 (>= 3.11) with venv, mosquitto (the MQTT broker), socat (pty pairs for RS-485 tests)
-# systemd-analyze (unit file checks) and PostgreSQL server binaries (the ingest tests start
-# their own server from /usr/lib/postgresql/*/bin).
+# systemd-analyze (unit file checks), PostgreSQL server binaries (the ingest tests start
+# their own server from /usr/lib/postgresql/*/bin), and chromium + chromedriver with a CJK
+# font (the status page's browser tests; Selenium never downloads a browser).
 set -euo pipefail
 
 need=()
@@ -12,6 +13,10 @@ command -v socat >/dev/null 2>&1 || need+=(socat)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # the central ingest's tests and bench run a private PostgreSQL (initdb + postgres)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+# the status page's tests (tests/integration/test_web.py) drive Debian's chromium headless
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 if ! python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
     need+=(python3)
 fi

@@ -3,8 +3,8 @@
 #
 #   sudo systemd/install.sh [--start] [--root DIR] [--no-pip]
 #
-# Creates the service user (sysusers.d), /opt/dust-agent/{src,venv} with the package installed
-# from this checkout, /etc/dust-agent/ (agent.toml only when none exists; shipped profiles and
+# Creates the service user and the operators group dust-agent-operators (sysusers.d),
+# /opt/dust-agent/{src,venv} with the package installed from this checkout, /etc/dust-agent/ (agent.toml only when none exists; shipped profiles and
 # the rules pack are refreshed), /etc/dust-agent/credentials/ (0700), the unit
 # /etc/systemd/system/dust-agent.service (enabled), and /usr/local/bin/dust-agent.
 # Running it again upgrades in place: the config, the outbox and the alarm journal
@@ -45,15 +45,19 @@ PY=${PYTHON:-python3}
 [ -f "$SRC/pyproject.toml" ] && [ -f "$SRC/systemd/dust-agent.service" ] ||
     die "run me from a dust-agent source checkout ($SRC has no pyproject.toml)"
 
-# 1. The service user and group (dust-agent, member of dialout for the serial ports).
+# 1. The service user and group (dust-agent, member of dialout for the serial ports) and the
+#    operators group dust-agent-operators (operator socket, alarm journal): add people with
+#    `usermod -a -G dust-agent-operators NAME`.
 install -D -m 0644 "$SRC/systemd/dust-agent.sysusers" "$R/usr/lib/sysusers.d/dust-agent.conf"
 mkdir -p "$R/etc"
 if command -v systemd-sysusers >/dev/null 2>&1; then
     if [ -n "$R" ]; then systemd-sysusers --root="$ROOT" "$R/usr/lib/sysusers.d/dust-agent.conf"
     else systemd-sysusers /usr/lib/sysusers.d/dust-agent.conf; fi
-elif [ -z "$R" ] && ! id dust-agent >/dev/null 2>&1; then
-    useradd --system --home-dir /var/lib/dust-agent --shell /usr/sbin/nologin --user-group dust-agent
-    usermod -a -G dialout dust-agent
+elif [ -z "$R" ]; then
+    id dust-agent >/dev/null 2>&1 ||
+        useradd --system --home-dir /var/lib/dust-agent --shell /usr/sbin/nologin --user-group dust-agent
+    getent group dust-agent-operators >/dev/null || groupadd --system dust-agent-operators
+    usermod -a -G dialout,dust-agent-operators dust-agent
 fi
 
 # 2. The code: a copy of this checkout and a venv with the package installed from it.
@@ -95,7 +99,7 @@ install -m 0644 "$SRC"/config/rules/*.toml "$ETC/rules/"
 
 # 4. State: systemd creates /var/lib/dust-agent (StateDirectory=); an upgrade never touches it.
 if [ ! -d "$R/var/lib/dust-agent" ]; then
-    install -d -m 0750 "$R/var/lib/dust-agent"
+    install -d -m 0751 "$R/var/lib/dust-agent"
     if [ "$(id -u)" -eq 0 ] && grep -q '^dust-agent:' "$R/etc/passwd" 2>/dev/null; then
         ids=$(awk -F: '$1=="dust-agent"{print $3":"$4}' "$R/etc/passwd")
         chown "$ids" "$R/var/lib/dust-agent"

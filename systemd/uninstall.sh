@@ -33,6 +33,9 @@ if [ "$PURGE" = 1 ]; then
     rm -rf "$R/etc/dust-agent" "$R/var/lib/dust-agent" "$R/var/log/dust-agent" \
         "$R/usr/lib/sysusers.d/dust-agent.conf"
     if [ -z "$R" ] && id dust-agent >/dev/null 2>&1; then userdel dust-agent || true; fi
+    if [ -z "$R" ] && getent group dust-agent-operators >/dev/null; then
+        groupdel dust-agent-operators || true
+    fi
     echo "uninstall.sh: removed dust-agent, its config and its data"
 else
     echo "uninstall.sh: removed dust-agent; kept $R/etc/dust-agent and $R/var/lib/dust-agent" \

@@ -190,6 +190,7 @@ def agent_config(tmp: Path, sim_port: int, broker_port: int, **rules: float) -> 
         bus["port"] = sim_port
     data["uplink"]["port"] = broker_port
     data["storage"]["dir"] = str(tmp / "state")
+    data.pop("web", None)  # the status page has its own tests (tests/integration/test_web.py)
     if rules:
         data["rules"]["defaults"].update(rules)
     path = tmp / "agent.toml"

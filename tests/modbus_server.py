@@ -1,4 +1,6 @@
-"""An in-process pymodbus ModbusTcpServer for tests: settable registers, injectable faults.
+"""In-process pymodbus servers for tests: `ModbusTestServer` (TCP: settable registers,
+injectable faults) and `PymodbusBits` (TCP, RTU or RTU over TCP: coils and discrete inputs
+in pymodbus's own datastore, the oracle of the bit tests).
 
 Register values live here, not in the pymodbus server, so they survive `stop()`/`start()` on
 the same port. Faults are per unit, optionally limited to an address range:
@@ -13,10 +15,11 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, cast
+from typing import Literal, NamedTuple, cast
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 _FC_TABLE = {3: "holding", 4: "input"}
@@ -122,3 +125,55 @@ class ModbusTestServer:
             src = self.registers[(unit, table)]
             current[address - start : address - start + count] = src[address : address + count]
         return None
+
+
+# -- coils and discrete inputs held by pymodbus's own datastore --------------------------------
+
+BIT_FC = {"coil": 1, "discrete": 2}
+Framing = Literal["tcp", "rtu", "rtu_tcp"]
+
+
+class PymodbusBits:
+    """pymodbus's own server (TCP, RTU on a serial port, or RTU over TCP) whose coils and
+    discrete inputs live in pymodbus's datastore: `set_bits` writes them with the server's
+    `async_setValues`, so pymodbus alone packs them into replies (no project code here)."""
+
+    def __init__(self, framing: Framing, units: Sequence[int] = (1,), size: int = 64) -> None:
+        self.framing = framing
+        self.units = tuple(units)
+        self.size = size
+        self.port = 0
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
+        logging.getLogger("pymodbus.logging").setLevel(logging.CRITICAL)
+
+    def _devices(self) -> list[SimDevice]:
+        def bits() -> list[SimData]:
+            return [SimData(0, count=self.size, values=False, datatype=DataType.BITS)]
+
+        def regs() -> list[SimData]:
+            return [SimData(0, count=8, values=0, datatype=DataType.REGISTERS)]
+
+        return [SimDevice(id=u, simdata=(bits(), bits(), regs(), regs())) for u in self.units]
+
+    async def start(self, serial_port: str = "", baud: int = 19200) -> None:
+        if self.framing == "rtu":
+            self._server = ModbusSerialServer(
+                self._devices(), framer=FramerType.RTU, port=serial_port, baudrate=baud
+            )
+            await self._server.serve_forever(background=True)
+            return
+        framer = FramerType.RTU if self.framing == "rtu_tcp" else FramerType.SOCKET
+        server = ModbusTcpServer(self._devices(), address=("127.0.0.1", 0), framer=framer)
+        self._server = server
+        await server.serve_forever(background=True)
+        listener = cast(asyncio.Server, server.transport)
+        self.port = listener.sockets[0].getsockname()[1]
+
+    async def set_bits(self, unit: int, table: str, address: int, bits: Sequence[bool]) -> None:
+        assert self._server is not None
+        await self._server.async_setValues(unit, BIT_FC[table], address, list(bits))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.shutdown()  # type: ignore[no-untyped-call]
+            self._server = None

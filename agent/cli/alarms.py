@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from agent.store.journal import read_journal, verify_journal
+from agent.core.model import StorageSpec
+from agent.store.journal import ChainHead, read_journal, verify_journal
 
 _AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -32,6 +33,7 @@ HEADERS = (
     "text_en",
 )
 _GAP = "  "
+EX_NOPERM = 77
 _MIN_TEXT = 12
 
 
@@ -171,7 +173,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--verify",
         action="store_true",
-        help="check the journal's hash chain: exit 0 if no line was removed or edited, 1 if so",
+        help="check the journal's hash chain. Detects a line removed or edited among the kept "
+        "lines; with --anchor (a chain head the platform received), also a rewrite with "
+        "recomputed hashes and lines cut off the end before the anchor; with the HMAC key "
+        "(storage.journal_hmac_key_file, read when set: run as root), a rewrite by anyone "
+        "without the key. Not detected: lines cut off after the newest anchor you give, and "
+        "(without anchor or key) a full rewrite. Exit 0 intact, 1 broken, 3 not fully checked",
+    )
+    p.add_argument(
+        "--anchor",
+        metavar="LINES:HASH",
+        help="a chain head from the platform (alarm records' `journal`, health `journal`)",
     )
 
 
@@ -183,24 +195,78 @@ def _matches(r: dict[str, Any], args: argparse.Namespace) -> bool:
     return not (args.kind and r.get("kind", "threshold") != args.kind)
 
 
-def verify_report(directory: Path) -> tuple[int, str]:
-    v = verify_journal(directory)
-    lines = [*(f"BROKEN  {b}" for b in v.breaks), *(f"note    {n}" for n in v.notes)]
-    verdict = (
-        f"journal {directory}: {v.lines} records in {v.files} file(s), hash chain intact"
-        if v.ok
-        else f"journal {directory}: hash chain BROKEN at {len(v.breaks)} place(s) "
-        "(records were removed or edited)"
-    )
-    return (0 if v.ok else 1), "\n".join([*lines, verdict])
+def verify_report(
+    directory: Path, key: bytes | None = None, anchor: ChainHead | None = None
+) -> tuple[int, str]:
+    """The --verify text and exit code: 0 intact, 1 broken, 3 not everything checked."""
+    v = verify_journal(directory, key=key, anchor=anchor)
+    lines = [
+        *(f"BROKEN  {b}" for b in v.breaks),
+        *(f"UNCHECKED  {u}" for u in v.unchecked),
+        *(f"note    {n}" for n in v.notes),
+    ]
+    head = f"; head {v.head}" if v.head is not None else ""
+    mode = "HMAC-SHA256" if key is not None else "SHA-256"
+    if not v.ok:
+        verdict = (
+            f"journal {directory}: hash chain BROKEN at {len(v.breaks)} place(s) "
+            "(records were removed or edited)"
+        )
+    else:
+        verdict = (
+            f"journal {directory}: {v.lines} records in {v.files} file(s), {mode} chain intact"
+        )
+        verdict += f", matches the anchor{head}" if v.anchor_matched else head
+        if not v.checked:
+            verdict += " (NOT fully checked, see above)"
+        elif anchor is None and key is None:
+            verdict += (
+                " (without --anchor or the HMAC key a full rewrite with recomputed hashes "
+                "would also pass)"
+            )
+    code = 1 if not v.ok else (0 if v.checked else 3)
+    return code, "\n".join([*lines, verdict])
 
 
-def run_alarms(directory: Path, args: argparse.Namespace) -> int:
-    """`dust-agent alarms`: exit 0, 1 (--verify found a break) or 2 (bad option)."""
+def _verify(storage: StorageSpec, args: argparse.Namespace) -> int:
+    from agent.config.secrets import SecretError, read_secret
+
+    directory = storage.dir / "journal"
+    try:
+        anchor = ChainHead.parse(args.anchor) if args.anchor else None
+    except ValueError as exc:
+        print(f"dust-agent alarms: {exc}", file=sys.stderr)
+        return 2
+    key = None
+    if storage.journal_hmac_key_file is not None:
+        try:
+            key = read_secret(storage.journal_hmac_key_file).encode()
+        except SecretError as exc:
+            print(f"dust-agent alarms: HMAC key not read ({exc}); keyed links stay unchecked")
+    code, text = verify_report(directory, key, anchor)
+    print(text)
+    return code
+
+
+def run_alarms(storage: StorageSpec, args: argparse.Namespace) -> int:
+    """`dust-agent alarms`: exit 0, 1 (--verify found a break), 2 (bad option), 3 (--verify
+    could not check everything) or 77 (EX_NOPERM: the journal is not readable)."""
+    try:
+        return _run_alarms(storage, args)
+    except OSError as exc:
+        print(
+            f"dust-agent alarms: cannot read {exc.filename or storage.dir}: "
+            f"{exc.strerror or exc}; run as root or as a member of the operators group "
+            "([operator] group, docs/operations.md)",
+            file=sys.stderr,
+        )
+        return EX_NOPERM
+
+
+def _run_alarms(storage: StorageSpec, args: argparse.Namespace) -> int:
+    directory = storage.dir / "journal"
     if getattr(args, "verify", False):
-        code, text = verify_report(directory)
-        print(text)
-        return code
+        return _verify(storage, args)
     try:
         if getattr(args, "json", False) or any(
             getattr(args, a, None) for a in ("device", "point", "kind")

@@ -34,12 +34,17 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
-def _load(path: str) -> AgentConfig:
+def _load(path: str, *, secrets: bool = True) -> AgentConfig:
+    """The config, or exit 78 with the message. Only `run` reads the secret files."""
     try:
-        return load_config(path)
+        return load_config(path, secrets=secrets)
     except ConfigError as exc:
         print(f"dust-agent: config error: {exc}", file=sys.stderr)
         raise SystemExit(EX_CONFIG) from None
+
+
+def _load_public(path: str) -> AgentConfig:
+    return _load(path, secrets=False)
 
 
 def _rule_text(p: object) -> str:
@@ -53,7 +58,10 @@ def _rule_text(p: object) -> str:
 def cmd_check(args: argparse.Namespace) -> int:
     from agent.source.plan import compile_config_plan, format_plan
 
-    cfg = _load(args.config)
+    cfg = _load_public(args.config)  # secrets are checked when the service starts
+    problems = _preflight(cfg, args.user)
+    if problems is not None:
+        return problems
     print(f"config {cfg.path}: OK")
     print(
         f"site {cfg.site.enterprise_code} gateway {cfg.site.gateway_id}"
@@ -65,7 +73,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"uplink mqtt://{cfg.uplink.host}:{cfg.uplink.port} topics {cfg.topic('<stream>')} "
         f"client id {cfg.uplink.client_id}"
     )
-    print(f"storage {cfg.storage.dir} (outbox cap {cfg.storage.max_bytes // (1024 * 1024)} MiB)")
+    print(
+        f"storage {cfg.storage.dir} (outbox cap {cfg.storage.max_bytes // (1024 * 1024)} MiB; "
+        f"{cfg.storage.cap_basis})"
+    )
     for pl in cfg.platforms:
         print(
             f"platform {pl.name} ({pl.profile}) {pl.url} qybm {pl.enterprise_code} wgbm "
@@ -81,10 +92,59 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preflight(cfg: AgentConfig, user: str | None) -> int | None:
+    """`check`'s look at the box: warnings printed; None, or the exit code of a failure."""
+    from agent.cli import preflight
+
+    try:
+        account = preflight.service_account(user)
+    except KeyError:
+        print(f"dust-agent: --user {user}: no such user", file=sys.stderr)
+        return EX_CONFIG
+    warnings = [*cfg.warnings, *preflight.serial_port_warnings(_serial_ports(cfg))]
+    warnings += preflight.cap_warnings(cfg)
+    if account is None and user is None and os.geteuid() == 0:
+        warnings.append(
+            f"user {preflight.SERVICE_USER} does not exist (yet): the storage directory is "
+            "checked for root; give --user NAME for the unit's User="
+        )
+    for w in warnings:
+        print(f"dust-agent: warning: {w}", file=sys.stderr)
+    problem = preflight.storage_problem(cfg.storage.dir, account)
+    if problem is not None and problem.fatal:
+        print(f"dust-agent: {problem.text}", file=sys.stderr)
+        return preflight.EX_CANTCREAT
+    if problem is not None:
+        print(f"dust-agent: warning: {problem.text}", file=sys.stderr)
+    return None
+
+
+def _serial_ports(cfg: AgentConfig) -> list[tuple[str, str]]:
+    """(where, device path) of each serial bus, `where` as "file: buses[i].port"."""
+    import tomllib
+
+    raw = tomllib.loads(cfg.path.read_text(encoding="utf-8")).get("buses", [])
+    at = {b.get("name"): i for i, b in enumerate(raw) if isinstance(b, dict)}
+    return [
+        (f"{cfg.path}: buses[{at.get(b.name, '?')}].port", b.serial_port)
+        for b in cfg.buses
+        if b.serial_port
+    ]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from agent.cli.preflight import EX_CANTCREAT, storage_problem
     from agent.service.supervisor import run_until_signalled
 
     cfg = _load(args.config)
+    for w in cfg.warnings:
+        log.warning("%s", w)
+    problem = storage_problem(cfg.storage.dir, None)
+    if problem is not None and problem.fatal:  # 73: RestartPreventExitStatus, no 5 s loop
+        log.error("%s", problem.text)
+        return EX_CANTCREAT
+    if problem is not None:  # a disk fault: the agent polls on and reports storage_error
+        log.warning("%s", problem.text)
     log.info("dust-agent %s starting with %s", __version__, cfg.path)
     try:
         return asyncio.run(run_until_signalled(cfg))
@@ -95,11 +155,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_alarms(args: argparse.Namespace) -> int:
     from agent.cli.alarms import run_alarms
 
-    return run_alarms(_load(args.config).storage.dir / "journal", args)
+    return run_alarms(_load_public(args.config).storage, args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from agent.cli import status as status_cli
+    from agent.cli.locale import cli_lang
 
     state_dir, warning = status_cli.state_dir_of(Path(args.config))
     if warning:
@@ -109,7 +170,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"dust-agent status: {exc}", file=sys.stderr)
         return status_cli.EXIT_NO_STATUS
-    print(status_cli.to_json(doc) if args.json else status_cli.to_table(doc))
+    print(status_cli.to_json(doc) if args.json else status_cli.to_table(doc, lang=cli_lang()))
     return status_cli.exit_code(doc)
 
 
@@ -128,9 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(
         sub.add_parser("run", help="poll, check, store and forward until stopped")
     ).set_defaults(func=cmd_run)
-    with_config(
-        sub.add_parser("check", help="validate the config and print the poll plan")
-    ).set_defaults(func=cmd_check)
+    check = with_config(sub.add_parser("check", help="validate the config and print the poll plan"))
+    check.add_argument(
+        "--user",
+        help="check that this user can write the storage directory (default as root: "
+        "dust-agent when that user exists, the service's User=; else the caller)",
+    )
+    check.set_defaults(func=cmd_check)
     from agent.cli.scan import add_arguments as scan_arguments
     from agent.cli.scan import cmd_scan
 
@@ -142,10 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     alarms.add_argument("--active", action="store_true", help="only alarms that are still active")
     alarms.set_defaults(func=cmd_alarms)
     from agent.cli.alarms import add_arguments
-    from agent.service.ack import add_operator_commands
+    from agent.cli.operator import add_operator_commands
 
     add_arguments(alarms)
-    add_operator_commands(sub, with_config, _load)
+    add_operator_commands(sub, with_config, _load_public)
     status = with_config(
         sub.add_parser(
             "status", help="buses, devices, alarms, outbox, uplink and clock of the agent"
@@ -165,11 +230,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a reader that went away (`| head`) means to a shell
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
-    result: int = args.func(args)
-    return result
+    try:
+        args = build_parser().parse_args(argv)
+        _setup_logging(args.log_level)
+        result: int = args.func(args)
+        sys.stdout.flush()
+        return result
+    except BrokenPipeError:
+        # The reader closed the pipe (`dust-agent check | head`): stop quietly; point stdout
+        # at /dev/null so that the interpreter's final flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

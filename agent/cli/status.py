@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from agent.cli.locale import Lang, translator
 from agent.service.status_file import STATUS_NAME, read_status
 
 STALE_AFTER = 30.0
@@ -86,62 +87,76 @@ def _when(ms: int | None, now: float) -> str:
     return f"{datetime.fromtimestamp(ts).strftime('%Y-%m-%d %H:%M:%S')} ({_age(now - ts)} ago)"
 
 
-def to_table(doc: dict[str, Any], now: float | None = None) -> str:
+def to_table(doc: dict[str, Any], now: float | None = None, lang: Lang = "en") -> str:
     t = time.time() if now is None else now
+    tr = translator(lang)
+
+    def _(phrase: str) -> str:
+        return tr.get(phrase, phrase)
+
     running, why = liveness(doc, t)
     a = doc.get("agent", {})
     lines = [
         f"dust-agent {a.get('version', '?')}: "
-        + (f"running (pid {a.get('pid')}, up {_age(a.get('uptime_s'))})" if running else "")
-        + (f"NOT RUNNING: {why}" if not running else ""),
-        f"  config   {a.get('config', '?')} ({a.get('points', '?')} points)",
+        + (
+            f"{_('running')} (pid {a.get('pid')}, {_('up')} {_age(a.get('uptime_s'))})"
+            if running
+            else ""
+        )
+        + (f"{_('NOT RUNNING')}: {why}" if not running else ""),
+        f"  {_('config'):<8} {a.get('config', '?')} ({a.get('points', '?')} {_('points')})",
     ]
     wd = a.get("watchdog")  # null without a systemd watchdog
     if isinstance(wd, dict):
         lines.append(
-            f"  watchdog STALLED: {wd['stalled']}"
+            f"  {_('watchdog STALLED')}: {wd['stalled']}"
             if wd.get("stalled")
-            else f"  watchdog ok (pinged every {wd.get('interval_s', '?')} s)"
+            else f"  {_('watchdog ok')} ({_('pinged every')} {wd.get('interval_s', '?')} s)"
         )
     reloads = a.get("reloads") or []
     if reloads:
         last = reloads[-1]
-        what = "ok" if last.get("ok") else f"REJECTED: {last.get('error')}"
-        lines.append(f"  reload   {_when(last.get('ts'), t)} {what}")
+        what = _("ok") if last.get("ok") else f"{_('REJECTED')}: {last.get('error')}"
+        lines.append(f"  {_('reload'):<8} {_when(last.get('ts'), t)} {what}")
     c = doc.get("clock", {})
-    sync = {True: "synchronised", False: "NOT synchronised", None: "unknown"}[c.get("synced")]
+    sync = _({True: "synchronised", False: "NOT synchronised", None: "unknown"}[c.get("synced")])
     jump = c.get("last_jump")
     lines.append(
-        f"  clock    {sync} ({c.get('source', '?')}); jumps {c.get('jumps', 0)}"
-        + (f", last {jump['step_s']:+.1f} s at {_when(jump['now'], t)}" if jump else "")
+        f"  {_('clock'):<8} {sync} ({c.get('source', '?')}); {_('jumps')} {c.get('jumps', 0)}"
+        + (
+            f", {_('last')} {jump['step_s']:+.1f} s {_('at')} {_when(jump['now'], t)}"
+            if jump
+            else ""
+        )
     )
     u = doc.get("uplink", {})
     lines.append(
-        f"  uplink   {u.get('target', '?')} "
-        + ("connected" if u.get("connected") else "DISCONNECTED")
-        + (f" (last error: {u['last_error']})" if u.get("last_error") else "")
+        f"  {_('uplink'):<8} {u.get('target', '?')} "
+        + (_("connected") if u.get("connected") else _("DISCONNECTED"))
+        + (f" ({_('last error')}: {u['last_error']})" if u.get("last_error") else "")
     )
     stall = (u.get("delivery") or {}).get("stalled")
     if stall:
-        lines.append(f"  delivery STALLED: {stall}")
+        lines.append(f"  {_('delivery STALLED')}: {stall}")
     for name, pu in (doc.get("health", {}).get("uplinks") or {}).items():
         if name == "mqtt":
             continue  # the line above
-        state = "accepting" if pu.get("connected") else "NOT ACCEPTING"
+        state = _("accepting") if pu.get("connected") else _("NOT ACCEPTING")
         lines.append(
-            f"  platform {name} ({pu.get('profile', '?')}) {pu.get('target', '?')} {state}; "
-            f"pending {pu.get('pending_records', 0)}, {pu.get('requests', 0)} requests accepted"
-            + (f" (last error: {pu['last_error']})" if pu.get("last_error") else "")
+            f"  {_('platform')} {name} ({pu.get('profile', '?')}) {pu.get('target', '?')} {state}; "
+            f"{_('pending')} {pu.get('pending_records', 0)}, {pu.get('requests', 0)} "
+            f"{_('requests accepted')}"
+            + (f" ({_('last error')}: {pu['last_error']})" if pu.get("last_error") else "")
         )
     o = doc.get("outbox", {})
     pend = o.get("pending_records", {})
     lines.append(
-        "  outbox   pending "
+        f"  {_('outbox'):<8} {_('pending')} "
         + ", ".join(f"{k} {v}" for k, v in pend.items())
-        + f"; oldest unsent {_age(o.get('oldest_unsent_age_s'))}"
-        + f"; file {o.get('db_bytes', 0) / 2**20:.1f} MiB"
-        + (f" ({o['used_bytes'] / 2**20:.1f} MiB used)" if "used_bytes" in o else "")
-        + f"; dropped {o.get('dropped_records', 0)}"
+        + f"; {_('oldest unsent')} {_age(o.get('oldest_unsent_age_s'))}"
+        + f"; {_('file')} {o.get('db_bytes', 0) / 2**20:.1f} MiB"
+        + (f" ({o['used_bytes'] / 2**20:.1f} MiB {_('used')})" if "used_bytes" in o else "")
+        + f"; {_('dropped')} {o.get('dropped_records', 0)}"
     )
     h = doc.get("health")
     if h:  # agent.service.health: delivery counters since start (docs/payloads.md#health)
@@ -162,28 +177,31 @@ def to_table(doc: dict[str, Any], now: float | None = None) -> str:
                 )
             )
     lines.append("")
-    lines.append(f"  {'bus / device':<24} {'unit':>4}  {'state':<11} last good read")
+    lines.append(
+        f"  {_('bus / device'):<24} {_('unit'):>4}  {_('state'):<11} {_('last good read')}"
+    )
     for bus in doc.get("buses", []):
-        link = "connected" if bus.get("connected") else "DOWN"
+        link = _("connected") if bus.get("connected") else _("DOWN")
         lines.append(
             f"  {bus['name']:<24} {'':>4}  {link:<11} {bus.get('target', '')}"
-            f" every {bus.get('poll_interval', '?')} s, {bus.get('cycles', 0)} cycles"
+            f" {_('every')} {bus.get('poll_interval', '?')} s, {bus.get('cycles', 0)} {_('cycles')}"
         )
         for d in bus.get("devices", []):
-            state = d["state"] if d["state"] == "ok" else d["state"].upper()
+            state = _(d["state"]) if d["state"] == "ok" or lang == "zh" else d["state"].upper()
             lines.append(
                 f"    {d['name']:<22} {d['unit']:>4}  {state:<11} {_when(d.get('last_good'), t)}"
             )
     alarms = doc.get("alarms", [])
     lines.append("")
-    lines.append(f"  active alarms: {len(alarms)}")
+    lines.append(f"  {_('active alarms')}: {len(alarms)}")
     for al in alarms:
         lines.append(
-            f"    {al['level']:<7} {al['alarm_id']:<28} {al.get('device', '')}.{al.get('key', '')}"
-            f" value {al.get('value')} {al.get('unit', '')} (threshold {al.get('threshold')})"
-            f" since {_when(al.get('since'), t)}"
+            f"    {_(al['level']):<7} {al['alarm_id']:<28} {al.get('device', '')}."
+            f"{al.get('key', '')} {_('value')} {al.get('value')} {al.get('unit', '')}"
+            f" ({_('threshold')} {al.get('threshold')})"
+            f" {_('since')} {_when(al.get('since'), t)}"
         )
-    lines.append(f"\n(snapshot written {_when(doc.get('written'), t)})")
+    lines.append(f"\n({_('snapshot written')} {_when(doc.get('written'), t)})")
     return "\n".join(lines)
 
 

@@ -7,8 +7,9 @@ import re
 from pathlib import Path
 
 import msgspec
+from msgspec import UNSET
 
-from agent.config.schema import CHOICES
+from agent.config.schema import CHOICES, RawRule, field_names
 
 EX_CONFIG = 78  # sysexits.h: configuration error; systemd does not restart on it
 
@@ -96,3 +97,27 @@ def _struct_of(path: str) -> str:
     if len(parent) >= 2 and parent[-2] == "override":
         return "override"
     return last or "top"
+
+
+def blame_key(exc: ConfigError, own: RawRule | msgspec.UnsetType) -> ConfigError:
+    """`exc` with its key path extended by the key of `own` its message names first."""
+    if isinstance(own, msgspec.UnsetType):
+        return exc
+    message = exc.message
+    set_here = [n for n in field_names(RawRule) if getattr(own, n) is not UNSET]
+    named = [(message.find(n), n) for n in set_here if _names(message, n)]
+    if not named:
+        return exc
+    return ConfigError(exc.file, f"{exc.path}.{min(named)[1]}", message)
+
+
+def _names(message: str, key: str) -> bool:
+    """`key` appears in `message` as a whole word (on_delay, not off_delay's 'delay')."""
+    at = message.find(key)
+    while at >= 0:
+        before = message[at - 1] if at else " "
+        after = message[at + len(key)] if at + len(key) < len(message) else " "
+        if not (before.isalnum() or before == "_") and not (after.isalnum() or after == "_"):
+            return True
+        at = message.find(key, at + 1)
+    return False

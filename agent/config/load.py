@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
-import tomllib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import msgspec
 from msgspec import UNSET
 
+from agent.config.devices import check_device, check_names, shared_unit_warnings
 from agent.config.errors import ConfigError, translate
 from agent.config.fieldbus import (
     bus_spec,
@@ -22,6 +23,7 @@ from agent.config.fieldbus import (
     device_holes,
     regs_clash,
 )
+from agent.config.operator import operator_spec, with_journal_key
 from agent.config.platforms import platform_specs
 from agent.config.rules import (
     Rules,
@@ -49,7 +51,9 @@ from agent.config.schema import (
     RawUplink,
     field_names,
 )
+from agent.config.toml_text import read_toml
 from agent.config.uplink import storage_spec, uplink_spec
+from agent.config.web import web_spec
 from agent.core.model import (
     REGISTER_WIDTH,
     AgentConfig,
@@ -77,21 +81,6 @@ _KNOWN_KEYS: dict[str, list[str]] = {
     "telemetry": field_names(RawFieldMap),
     "alarm": field_names(RawFieldMap),
 }
-
-
-def _read_toml(file: Path, what: str) -> dict[str, Any]:
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(file, "", f"{what} not found") from None
-    except OSError as exc:
-        raise ConfigError(file, "", f"cannot read {what}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(file, "", f"{what} is not UTF-8 text") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(file, "", f"not valid TOML: {exc}") from None
 
 
 def _convert(data: dict[str, Any], struct: type[_S], file: Path) -> _S:
@@ -125,7 +114,7 @@ def _load_profile(name: str, profiles_dir: Path, file: Path, path: str) -> tuple
         raise ConfigError(
             file, path, f"no equipment profile '{name}' in {profiles_dir}{advice}{listed}"
         )
-    profile = _convert(_read_toml(pfile, "equipment profile"), RawProfile, pfile)
+    profile = _convert(read_toml(pfile, "equipment profile"), RawProfile, pfile)
     if profile.name != name:
         raise ConfigError(
             pfile, "name", f"profile file is named '{name}' but says name = '{profile.name}'"
@@ -176,6 +165,9 @@ def _check_point(loc: _Located) -> None:
         )
     if p.scale == 0:
         raise ConfigError(file, f"{path}.scale", "scale must not be 0 (every reading would be 0)")
+    for name in ("scale", "offset"):
+        if not math.isfinite(getattr(p, name)):
+            raise ConfigError(file, f"{path}.{name}", f"{name} must be a finite number")
     if not p.key or not p.key.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(
             file, f"{path}.key", f"point key '{p.key}' must be letters, digits, _ or -"
@@ -210,13 +202,26 @@ def _check_buses(cfg: RawConfig, file: Path) -> None:
             )
 
 
-def _check_overlaps(points: list[tuple[PointSpec, _Located]]) -> None:
+def _check_overlaps(
+    points: list[tuple[PointSpec, _Located]], raw: RawConfig, cfg_file: Path
+) -> None:
+    dev_at = {d.name: i for i, d in enumerate(raw.devices)}
     by_regs: dict[tuple[str, int, str], list[tuple[PointSpec, _Located]]] = {}
     for spec, loc in points:
         by_regs.setdefault((spec.bus, spec.unit_id, spec.table), []).append((spec, loc))
     for (bus, unit, _table), group in by_regs.items():
         group.sort(key=lambda t: t[0].address)
         for (a, _), (b, bloc) in itertools.pairwise(group):
+            if regs_clash(a, b) and a.device != b.device:
+                i, j = sorted((dev_at[a.device], dev_at[b.device]))
+                raise ConfigError(
+                    cfg_file,
+                    f"devices[{j}].unit",
+                    f"devices '{raw.devices[i].name}' (devices[{i}].unit) and "
+                    f"'{raw.devices[j].name}' both use unit id {unit} on bus '{bus}' and their "
+                    f"points share registers ({a.device}.{a.key}: {_regs(a)}; {b.device}.{b.key}:"
+                    f" {_regs(b)}): give each device its own unit id",
+                )
             if regs_clash(a, b):
                 raise ConfigError(
                     bloc.file,
@@ -228,19 +233,6 @@ def _check_overlaps(points: list[tuple[PointSpec, _Located]]) -> None:
 
 def _regs(p: PointSpec) -> str:
     return f"{p.table} registers {p.address}..{p.address + p.width - 1}"
-
-
-def _check_device(dev: RawDevice, i: int, bus_names: list[str], cfg_file: Path) -> None:
-    if dev.bus not in bus_names:
-        hint = difflib.get_close_matches(dev.bus, bus_names, n=1)
-        advice = f" (did you mean '{hint[0]}'?)" if hint else ""
-        raise ConfigError(
-            cfg_file,
-            f"devices[{i}].bus",
-            f"no bus named '{dev.bus}'{advice}; buses: {', '.join(bus_names)}",
-        )
-    if not 0 <= dev.unit <= 255:
-        raise ConfigError(cfg_file, f"devices[{i}].unit", f"unit id {dev.unit} is outside 0..255")
 
 
 def _resolve_point(
@@ -285,17 +277,11 @@ def _resolve_points(
 ) -> list[tuple[PointSpec, _Located]]:
     if not raw.devices:
         raise ConfigError(cfg_file, "devices", "no device configured; add a [[devices]] table")
-    bus_names = [b.name for b in raw.buses]
+    check_names(raw, cfg_file)
     specs: list[tuple[PointSpec, _Located]] = []
-    device_names: set[str] = set()
     codes: dict[str, str] = {}
     for i, dev in enumerate(raw.devices):
-        if dev.name in device_names:
-            raise ConfigError(
-                cfg_file, f"devices[{i}].name", f"device name '{dev.name}' is used twice"
-            )
-        device_names.add(dev.name)
-        _check_device(dev, i, bus_names, cfg_file)
+        check_device(dev, i, raw.buses, cfg_file)
         located = list(_device_points(dev, i, profiles_dir, cfg_file))
         if not located:
             raise ConfigError(
@@ -335,17 +321,29 @@ def _resolve_points(
     return specs
 
 
-def load_config(file: Path | str) -> AgentConfig:
-    """Read and validate `file`; raise ConfigError naming the file, key path and problem."""
+def load_config(file: Path | str, *, secrets: bool = True) -> AgentConfig:
+    """Read and validate `file`; raise ConfigError naming the file, key path and problem.
+
+    `secrets=False` leaves every secret file and credential unread (MQTT and platform
+    credentials, the journal's HMAC key): for the read-only and operator commands, which
+    must work from any shell. `run` loads with secrets."""
     cfg_file = Path(file).resolve()
-    raw = _convert(_read_toml(cfg_file, "config file"), RawConfig, cfg_file)
+    raw = _convert(read_toml(cfg_file, "config file"), RawConfig, cfg_file)
     _check_buses(raw, cfg_file)
     pack_file = _resolve_path(cfg_file.parent, raw.rules_pack, REPO_CONFIG_DIR)
-    pack = _convert(_read_toml(pack_file, "rules pack"), RawRulesPack, pack_file)
+    try:
+        pack_data = read_toml(pack_file, "rules pack")
+    except ConfigError as exc:
+        if exc.path:  # a position in the pack
+            raise
+        raise ConfigError(
+            cfg_file, "rules_pack", f"{exc.message}: {pack_file} (from rules_pack)"
+        ) from None
+    pack = _convert(pack_data, RawRulesPack, pack_file)
     rules = load_rules(raw, cfg_file, pack_file, pack)
     profiles_dir = _resolve_path(cfg_file.parent, raw.profiles_dir, REPO_CONFIG_DIR)
     specs = _resolve_points(raw, cfg_file, rules, profiles_dir)
-    _check_overlaps(specs)
+    _check_overlaps(specs, raw, cfg_file)
     specs = list(
         zip(
             resolve_gates(raw, specs, cfg_file, pack_file, pack),
@@ -363,14 +361,19 @@ def load_config(file: Path | str) -> AgentConfig:
             raise ConfigError(
                 cfg_file, f"site.{name}", f"'{value}' must be non-empty and contain no / + #"
             )
-    uplink = uplink_spec(raw.uplink, site, cfg_file)
+    uplink = uplink_spec(raw.uplink, site, cfg_file, secrets=secrets)
     points = tuple(s for s, _ in specs)
+    storage = storage_spec(raw.storage, cfg_file, points, buses)
+    storage = with_journal_key(storage, raw.storage, cfg_file, secrets=secrets)
     return AgentConfig(
         path=cfg_file,
         site=site,
         buses=buses,
         points=points,
         uplink=uplink,
-        storage=storage_spec(raw.storage, cfg_file, points, buses),
-        platforms=platform_specs(raw.platforms, site, points, cfg_file),
+        storage=storage,
+        platforms=platform_specs(raw.platforms, site, points, cfg_file, secrets=secrets),
+        web=web_spec(raw.web, raw.devices, cfg_file),
+        operator=operator_spec(raw.operator, storage.dir, cfg_file),
+        warnings=tuple(shared_unit_warnings(raw, cfg_file)),
     )

@@ -200,7 +200,13 @@ def _field_maps(
 
 
 def platform_spec(
-    raw: RawPlatform, i: int, site: SiteSpec, points: Sequence[PointSpec], cfg_file: Path
+    raw: RawPlatform,
+    i: int,
+    site: SiteSpec,
+    points: Sequence[PointSpec],
+    cfg_file: Path,
+    *,
+    secrets: bool = True,
 ) -> PlatformSpec:
     where = f"platforms[{i}]"
     name = raw.profile if isinstance(raw.name, msgspec.UnsetType) else raw.name
@@ -213,7 +219,11 @@ def platform_spec(
     telemetry, alarm = _field_maps(raw, entry, where, cfg_file)
     chosen = _selected(raw, points, where, cfg_file)
     _check_codes(chosen, name, where, cfg_file)
-    key, iv, creds = _keys(raw, entry, where, cfg_file)
+    if secrets:
+        key, iv, creds = _keys(raw, entry, where, cfg_file)
+    else:  # not read (read-only commands): zero key, no credentials; never used to send
+        key = iv = bytes(entry.key_bytes)
+        creds = {}
     enterprise = (
         site.enterprise_code
         if isinstance(raw.enterprise_code, msgspec.UnsetType)
@@ -257,11 +267,16 @@ def platform_spec(
 
 
 def platform_specs(
-    raws: Sequence[RawPlatform], site: SiteSpec, points: Sequence[PointSpec], cfg_file: Path
+    raws: Sequence[RawPlatform],
+    site: SiteSpec,
+    points: Sequence[PointSpec],
+    cfg_file: Path,
+    *,
+    secrets: bool = True,
 ) -> tuple[PlatformSpec, ...]:
     specs: list[PlatformSpec] = []
     for i, raw in enumerate(raws):
-        spec = platform_spec(raw, i, site, points, cfg_file)
+        spec = platform_spec(raw, i, site, points, cfg_file, secrets=secrets)
         if any(s.name == spec.name for s in specs):
             raise ConfigError(
                 cfg_file, f"platforms[{i}].name", f"platform name '{spec.name}' is used twice"

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET
 
-from agent.config.errors import ConfigError
+from agent.config.errors import ConfigError, blame_key
 from agent.config.schema import RawConfig, RawRule, RawRulesPack, field_names
 from agent.core.model import PointSpec, ThresholdRule
 from agent.core.rulespec import MAX_STATE, PointRules
@@ -118,28 +118,56 @@ class Rules:
 
 
 def load_rules(cfg: RawConfig, cfg_file: Path, pack_file: Path, pack: RawRulesPack) -> Rules:
-    """defaults = pack ⊕ config; each kind = defaults ⊕ pack kind ⊕ config kind."""
-    defaults = merge_rule(merge_rule({}, pack.defaults), cfg.rules.defaults)
+    """defaults = pack ⊕ config; each kind = defaults ⊕ pack kind ⊕ config kind.
+
+    Checked in a fixed order, each error at the key that causes it: the config's
+    [rules.defaults] first, then every kind by name (the config's [rules.kinds.*] or the
+    pack's [kinds.*]); a pack kind that is valid alone but not under the config's defaults
+    is the config's [rules.defaults] error."""
     for kind in pack.kinds:
         check_kind(kind, pack_file, f"kinds.{kind}")
     for kind in cfg.rules.kinds:
         check_kind(kind, cfg_file, f"rules.kinds.{kind}")
-    kinds = {
-        kind: merge_rule(
+    pack_defaults = merge_rule({}, pack.defaults)
+    _check_rule(pack_defaults, pack_file, "defaults", "the rules pack's [defaults]", pack.defaults)
+    defaults = merge_rule(pack_defaults, cfg.rules.defaults)
+    _check_rule(defaults, cfg_file, "rules.defaults", "[rules.defaults]", cfg.rules.defaults)
+    kinds: dict[str, dict[str, Any]] = {}
+    for kind in sorted({*pack.kinds, *cfg.rules.kinds}):
+        pack_kind = merge_rule(pack_defaults, pack.kinds.get(kind, UNSET))
+        merged = merge_rule(
             merge_rule(defaults, pack.kinds.get(kind, UNSET)), cfg.rules.kinds.get(kind, UNSET)
         )
-        for kind in {*pack.kinds, *cfg.rules.kinds}
-    }
-    for kind, merged in kinds.items():
-        in_cfg = kind in cfg.rules.kinds
-        where = (
-            cfg_file if in_cfg else pack_file,
-            f"rules.kinds.{kind}" if in_cfg else f"kinds.{kind}",
-            f"sensor kind {kind}",
-        )
-        rule_from(merged, *where)
-        point_rules_from(merged, *where)
+        own = cfg.rules.kinds.get(kind)
+        if own is not None:
+            _check_rule(merged, cfg_file, f"rules.kinds.{kind}", f"sensor kind {kind}", own)
+        else:
+            _check_rule(pack_kind, pack_file, f"kinds.{kind}", f"sensor kind {kind}", UNSET)
+            try:
+                _check_rule(
+                    merged, cfg_file, "rules.defaults", "[rules.defaults]", cfg.rules.defaults
+                )
+            except ConfigError as exc:
+                raise ConfigError(
+                    exc.file,
+                    exc.path,
+                    f"{exc.message}, for sensor kind {kind} with the rules pack's "
+                    f"[kinds.{kind}] ({pack_file}); set [rules.kinds.{kind}] to fit it",
+                ) from None
+        kinds[kind] = merged
     return Rules(defaults, kinds)
+
+
+def _check_rule(
+    merged: dict[str, Any], file: Path, path: str, what: str, own: RawRule | msgspec.UnsetType
+) -> None:
+    """Build the rule once to check it; an error's path names the key of `own` (the table
+    at `path`) that the message is about, when it names one."""
+    try:
+        rule_from(merged, file, path, what)
+        point_rules_from(merged, file, path, what)
+    except ConfigError as exc:
+        raise blame_key(exc, own) from None
 
 
 def check_kind(kind: str, file: Path, path: str) -> None:

@@ -179,6 +179,16 @@ class RawStorage(_Strict):
     sync_interval: float = 10.0
     journal_max_mb: float = 8.0
     journal_keep: int = 5
+    journal_hmac_key_file: str | UnsetType = UNSET  # key of the journal's HMAC chain
+
+
+class RawOperator(_Strict):
+    """[operator]: the local operator socket (dust-agent ack / shelve / unshelve)."""
+
+    socket: str | UnsetType = UNSET  # default: /run/dust-agent/operator.sock or <storage.dir>
+    group: str = "dust-agent-operators"
+    max_shelve: float = 86400.0
+    allow_shelve_critical: bool = False
 
 
 class RawFieldMap(_Strict):
@@ -221,6 +231,18 @@ class RawPlatform(_Strict):
     alarm: RawFieldMap | UnsetType = UNSET  # mem: required; hebei_v1_1: fixed (eventsData)
 
 
+class RawWeb(_Strict):
+    """The [web] table: the local status page (agent.config.web, docs/operations.md)."""
+
+    enabled: bool = False
+    bind: str = "127.0.0.1"
+    port: int = 8080
+    token_file: str | UnsetType = UNSET  # required when `bind` is not a loopback address
+    allow_ack: bool = False
+    history_hours: int = 24
+    history_step: float = 60.0
+
+
 class RawRules(_Strict):
     defaults: RawRule = msgspec.field(default_factory=RawRule)
     kinds: dict[str, RawRule] = msgspec.field(default_factory=dict)
@@ -234,6 +256,8 @@ class RawConfig(_Strict):
     storage: RawStorage = msgspec.field(default_factory=RawStorage)
     rules: RawRules = msgspec.field(default_factory=RawRules)
     platforms: list[RawPlatform] = msgspec.field(default_factory=list)
+    web: RawWeb | UnsetType = UNSET
+    operator: RawOperator = msgspec.field(default_factory=RawOperator)
     profiles_dir: str = "profiles"
     rules_pack: str = "rules/default.toml"
 

@@ -12,6 +12,7 @@ import msgspec
 from agent.config.errors import ConfigError
 from agent.config.schema import RawStorage, RawUplink
 from agent.config.secrets import SecretError, resolve
+from agent.core.hosts import host_problem
 from agent.core.model import (
     BusSpec,
     Credentials,
@@ -26,6 +27,8 @@ CAP_DAYS = 7  # the default storage cap holds this many days of telemetry at the
 ROW_OVERHEAD = 80  # bytes per stored chunk (SQLite row, index entry, JSON framing)
 RECORD_OVERHEAD = 40  # bytes per record besides its strings (ts, value, quality, separators)
 MIN_CAP = 64 * 1024 * 1024
+FS_SHARE = 0.5  # the default cap takes at most this share of the filesystem holding storage.dir
+MIB = 1024 * 1024
 
 
 def _path(value: str | msgspec.UnsetType, base: Path) -> Path | None:
@@ -101,7 +104,9 @@ def _credentials(up: RawUplink, cfg_file: Path) -> Credentials | None:
     return Credentials(user, password or "")
 
 
-def uplink_spec(up: RawUplink, site: SiteSpec, cfg_file: Path) -> UplinkSpec:
+def uplink_spec(
+    up: RawUplink, site: SiteSpec, cfg_file: Path, *, secrets: bool = True
+) -> UplinkSpec:
     checks = [
         ("port", 1 <= up.port <= 65535, "must be between 1 and 65535"),
         ("max_records_per_message", up.max_records_per_message >= 1, "must be at least 1"),
@@ -115,6 +120,9 @@ def uplink_spec(up: RawUplink, site: SiteSpec, cfg_file: Path) -> UplinkSpec:
     for key, ok, what in checks:
         if not ok:
             raise ConfigError(cfg_file, f"uplink.{key}", f"{getattr(up, key)}: {what}")
+    problem = host_problem(up.host, tls_hint=True)
+    if problem is not None:
+        raise ConfigError(cfg_file, "uplink.host", problem)
     return UplinkSpec(
         host=up.host,
         port=up.port,
@@ -128,7 +136,7 @@ def uplink_spec(up: RawUplink, site: SiteSpec, cfg_file: Path) -> UplinkSpec:
         backlog_rate=up.backlog_records_per_s,
         health_interval=up.health_interval,
         tls=_tls(up, cfg_file),
-        credentials=_credentials(up, cfg_file),
+        credentials=_credentials(up, cfg_file) if secrets else None,  # None: not read
     )
 
 
@@ -149,6 +157,34 @@ def default_cap_bytes(points: Sequence[PointSpec], buses: Sequence[BusSpec]) -> 
     return max(MIN_CAP, int(per_s * CAP_DAYS * 86400 * 1.25))  # 25 %: free pages, index
 
 
+def filesystem_bytes(directory: Path) -> int | None:
+    """The size of the filesystem that holds `directory` (or will: its nearest existing
+    parent); None if none can be examined."""
+    for p in (directory, *directory.parents):
+        try:
+            st = os.statvfs(p)
+        except OSError:
+            continue
+        return st.f_blocks * st.f_frsize
+    return None
+
+
+def bounded_default_cap(
+    points: Sequence[PointSpec], buses: Sequence[BusSpec], fs_bytes: int | None
+) -> tuple[int, str]:
+    """The default outbox cap and why: CAP_DAYS at the poll rates, at most FS_SHARE of the
+    filesystem (so a fast poll rate never plans for more than the disk holds)."""
+    days = default_cap_bytes(points, buses)
+    basis = f"default: {CAP_DAYS} days at the poll rates = {days / MIB:.0f} MiB"
+    if fs_bytes is None or days <= fs_bytes * FS_SHARE:
+        return days, basis
+    bound = int(fs_bytes * FS_SHARE)
+    return bound, (
+        f"{basis}, bounded to {FS_SHARE:.0%} of the {fs_bytes / MIB / 1024:.1f} GiB filesystem "
+        "holding it; set storage.max_mb to choose"
+    )
+
+
 def storage_spec(
     st: RawStorage, cfg_file: Path, points: Sequence[PointSpec], buses: Sequence[BusSpec]
 ) -> StorageSpec:
@@ -158,14 +194,20 @@ def storage_spec(
         directory = _path(st.dir, cfg_file.parent) or cfg_file.parent
         directory = directory.resolve()
     if isinstance(st.max_mb, msgspec.UnsetType):
-        max_bytes = default_cap_bytes(points, buses)
-    elif st.max_mb < 1:
-        raise ConfigError(cfg_file, "storage.max_mb", f"{st.max_mb}: must be at least 1 (MiB)")
+        max_bytes, basis = bounded_default_cap(points, buses, filesystem_bytes(directory))
+    elif not 1 <= st.max_mb < 2**43:  # also refuses nan and inf
+        raise ConfigError(
+            cfg_file, "storage.max_mb", f"{st.max_mb}: must be at least 1 (MiB) and finite"
+        )
     else:
-        max_bytes = int(st.max_mb * 1024 * 1024)
+        max_bytes, basis = int(st.max_mb * MIB), "storage.max_mb"
     if st.journal_max_mb <= 0 or st.journal_keep < 1:
         raise ConfigError(
             cfg_file, "storage", "journal_max_mb must be above 0, journal_keep at least 1"
+        )
+    if not (st.journal_max_mb < 2**43 and st.journal_keep < 10_000):
+        raise ConfigError(
+            cfg_file, "storage", "journal_max_mb and journal_keep are out of any sane range"
         )
     if not 0 < st.sync_interval <= 3600:
         raise ConfigError(cfg_file, "storage.sync_interval", "must be above 0 and at most 3600 s")
@@ -175,4 +217,5 @@ def storage_spec(
         journal_max_bytes=int(st.journal_max_mb * 1024 * 1024),
         journal_keep=st.journal_keep,
         sync_interval=st.sync_interval,
+        cap_basis=basis,
     )

@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from agent.core.platformspec import PlatformSpec
 from agent.core.rulespec import NO_RULES, PointRules
+from agent.core.webspec import WebSpec
 
 DataType = Literal["uint16", "int16", "uint32", "int32", "float32", "uint64", "int64", "float64"]
 WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
@@ -189,6 +190,19 @@ class StorageSpec:
     journal_max_bytes: int = 8 * 1024 * 1024
     journal_keep: int = 5
     sync_interval: float = 10.0  # telemetry is fsync'ed at least this often (alarms: always)
+    journal_hmac_key_file: Path | None = None
+    journal_hmac_key: bytes | None = field(default=None, repr=False)  # None: not read
+    cap_basis: str = ""  # how max_bytes was chosen, for `dust-agent check`
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorSpec:
+    """[operator]: where the operator socket is, who may use it, what shelving allows."""
+
+    socket: Path
+    group: str = "dust-agent-operators"
+    max_shelve: float = 86400.0  # seconds
+    allow_shelve_critical: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +216,15 @@ class AgentConfig:
     uplink: UplinkSpec
     storage: StorageSpec
     platforms: tuple[PlatformSpec, ...] = ()  # [[platforms]]: HTTP uplinks beside MQTT
+    web: WebSpec = field(default_factory=WebSpec)  # [web]: the local status page
+    operator: OperatorSpec | None = None  # None only for configs built by hand (tests)
+    # "file: key path: message" lines `dust-agent check` prints without failing
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def operator_spec(self) -> OperatorSpec:
+        """[operator], or its defaults next to the storage directory."""
+        return self.operator or OperatorSpec(socket=self.storage.dir / "operator.sock")
 
     def topic(self, stream: str) -> str:
         site = self.site

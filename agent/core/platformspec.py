@@ -33,7 +33,8 @@ class FieldMap:
     Each item is built from `fields` (output name → template); a template "{name}" takes the
     record's field `name` with its type, any other string is formatted with the fields, and a
     string without braces is a literal. The inner JSON is the list of items, or, when
-    `list_key` is set, an object {**extra, list_key: items}.
+    `list_key` is set, an object {**extra, list_key: items}; a dotted `list_key` nests:
+    "data.rts" gives {**extra, "data": {"rts": items}} (Hebei V1.1).
     """
 
     endpoint: str

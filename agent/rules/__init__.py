@@ -12,7 +12,9 @@ builtin.py    the built-in kinds' registrations, in evaluation order
 engine.py     RuleEngine: one vectorized step per frame over every registered kind
 alarms.py     the engine's alarm book: lifecycle, operator actions, active list, snapshot
 texts.py      Chinese and English alarm texts
-reference.py  the same semantics per point in plain Python (tests and bench)
+
+The test oracle (per point, plain Python, written from the documents) is
+tests/oracles/rules_reference.py; it shares no code with this package.
 """
 
 from agent.core.model import Direction

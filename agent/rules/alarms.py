@@ -4,6 +4,7 @@ chattering), operator actions, the active list, and the restart snapshot."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from agent.rules.rows import FloatArray
 from agent.rules.texts import LEVELS, make_event, operator_texts
 
 Int8Array = npt.NDArray[np.int8]
+Who = Mapping[str, object] | None  # the operator's OS identity, journaled beside `by`
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,17 @@ class ActiveAlarm:
 
 class AlarmLookupError(LookupError):
     """An operator named an alarm id the engine does not know or that is not active."""
+
+
+def _finite(**times: float) -> None:
+    """Refuse NaN and ±inf times (ValueError naming the argument)."""
+    for name, value in times.items():
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"{name} must be a finite time in epoch seconds, got {value!r}")
 
 
 class AlarmBook:
@@ -137,11 +150,18 @@ class AlarmBook:
         raise AlarmLookupError(f"no alarm '{alarm_id}' in this config")
 
     def _operator_event(
-        self, alarm_id: str, action: str, by: str, ts: float, extra: dict[str, object]
+        self,
+        alarm_id: str,
+        action: str,
+        by: str,
+        ts: float,
+        extra: dict[str, object],
+        *,
+        st: AlarmState | None = None,
     ) -> AlarmEvent:
         _ki, kind, s, c = self._resolve(alarm_id)
         spec, slot = kind.specs[c], kind.slots[s]
-        st = self._states.get(alarm_id) or AlarmState()
+        st = st or self._states.get(alarm_id) or AlarmState()
         until = st.shelved_until
         assert action in ("ack", "shelve", "unshelve")
         zh, en = operator_texts(spec, slot.kind, action, by, until)  # type: ignore[arg-type]
@@ -166,42 +186,88 @@ class AlarmBook:
             extra={k: v for k, v in {"by": by, **extra}.items() if v not in (None, "")},
         )
 
-    def ack(self, alarm_id: str, by: str, ts: float, note: str = "") -> list[AlarmEvent]:
-        """Acknowledge an active alarm: an `ack` event, then a clear if a latch held it."""
+    def ack(
+        self, alarm_id: str, by: str, ts: float, note: str = "", *, who: Who = None
+    ) -> list[AlarmEvent]:
+        """Acknowledge an active alarm: an `ack` event, then a clear if a latch held it.
+
+        Validate, then change state: the event is built before anything is changed, so a
+        refused request (ValueError, AlarmLookupError) leaves the alarm as it was."""
+        _finite(ts=ts)
         st = self._states.get(alarm_id)
         if st is None or st.published == 0:
             self._resolve(alarm_id)  # unknown id → its own message
             raise AlarmLookupError(f"alarm '{alarm_id}' is not active")
+        event = self._operator_event(alarm_id, "ack", by, ts, {"note": note, **(who or {})})
         st.acked = True
-        events = [self._operator_event(alarm_id, "ack", by, ts, {"note": note})]
         st.held = 0
-        events += self._republish(alarm_id, st, ts)
-        return events
+        return [event, *self._republish(alarm_id, st, ts)]
 
     def shelve(
-        self, alarm_id: str, until: float, by: str, ts: float, note: str = ""
+        self,
+        alarm_id: str,
+        until: float,
+        by: str,
+        ts: float,
+        note: str = "",
+        *,
+        max_duration: float = math.inf,
+        allow_critical: bool = True,
+        who: Who = None,
     ) -> list[AlarmEvent]:
-        """Suppress an alarm's transitions until `until` (epoch s)."""
-        self._resolve(alarm_id)
-        st = self._states.setdefault(alarm_id, AlarmState())
+        """Suppress an alarm's transitions until `until` (epoch s), at most `max_duration` s
+        after `ts`; an alarm that is critical or can become critical only with
+        `allow_critical`. Nothing changes when the request is refused (ValueError)."""
+        _finite(ts=ts, until=until)
+        if until <= ts:
+            raise ValueError(f"shelve until {until:.0f} is not after now ({ts:.0f})")
+        if until - ts > max_duration:
+            raise ValueError(
+                f"shelve for {until - ts:.0f} s is longer than the maximum "
+                f"{max_duration:.0f} s (operator.max_shelve)"
+            )
+        _ki, kind, s, c = self._resolve(alarm_id)
+        if not allow_critical and self._can_be_critical(kind, s, c, alarm_id):
+            raise ValueError(
+                f"alarm '{alarm_id}' is or can become critical: shelving it is refused "
+                "(operator.allow_shelve_critical)"
+            )
+        st = self._states.get(alarm_id) or AlarmState()
+        previous = st.shelved_until
+        st.shelved_until = until  # the event text names the expiry
+        try:
+            event = self._operator_event(
+                alarm_id,
+                "shelve",
+                by,
+                ts,
+                {"until": round(until * 1000), "note": note, **(who or {})},
+                st=st,
+            )
+        finally:
+            st.shelved_until = previous
         if st.shelved_until is None:
             self._shelved += 1
         st.shelved_until = until
-        return [
-            self._operator_event(
-                alarm_id, "shelve", by, ts, {"until": round(until * 1000), "note": note}
-            )
-        ]
+        self._states[alarm_id] = st
+        return [event]
 
-    def unshelve(self, alarm_id: str, by: str, ts: float) -> list[AlarmEvent]:
+    def _can_be_critical(self, kind: Kind, s: int, c: int, alarm_id: str) -> bool:
+        st = self._states.get(alarm_id)
+        if st is not None and LEVELS[st.published] == "critical":
+            return True
+        return kind.row_for(s, LEVELS.index("critical"), c) is not None
+
+    def unshelve(self, alarm_id: str, by: str, ts: float, *, who: Who = None) -> list[AlarmEvent]:
+        _finite(ts=ts)
         st = self._states.get(alarm_id)
         if st is None or st.shelved_until is None:
             self._resolve(alarm_id)
             raise AlarmLookupError(f"alarm '{alarm_id}' is not shelved")
-        events = [self._operator_event(alarm_id, "unshelve", by, ts, {})]
+        event = self._operator_event(alarm_id, "unshelve", by, ts, dict(who or {}))
         st.shelved_until = None
         self._shelved -= 1
-        return events + self._republish(alarm_id, st, ts)
+        return [event, *self._republish(alarm_id, st, ts)]
 
     def _republish(self, alarm_id: str, st: AlarmState, ts: float) -> list[AlarmEvent]:
         """After an operator action: publish the effective level if it differs."""

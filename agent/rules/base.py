@@ -49,6 +49,8 @@ class Kind:
     row_slot: tuple[int, ...] = ()
     row_gated: tuple[bool, ...] = ()
     unit_of_measure = ""  # "" = the point's unit
+    # False: ±Inf readings reach `measure` as NaN (missing); only sensor-quality kinds see them
+    sees_nonfinite = False
 
     def __init__(self, specs: Sequence[PointSpec], values: FloatArray | None = None) -> None:
         self.specs = list(specs)

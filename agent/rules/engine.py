@@ -76,10 +76,14 @@ class RuleEngine(AlarmBook):
         Each kind measures every column of the frame (its own state must follow every
         reading), then asks which columns may change a detector (`Kind.busy`); only those few
         go through the debounce, the gates and the events."""
-        idx, x, t = frame.index, frame.value, frame.ts
+        idx, raw, t = frame.index, frame.value, frame.ts
         k = idx.shape[0]
         if k == 0:
             return []
+        # ±Inf (a BAD_VALUE reading) never reaches a value rule: they see it as missing (NaN),
+        # like a failed read; only the sensor-quality kinds see it as it came.
+        finite = np.isfinite(raw)
+        x = raw if bool(finite.all()) else np.where(finite, raw, np.nan)
         lo, hi = int(idx[0]), int(idx[-1])
         contiguous = hi - lo == k - 1 and (k == 1 or bool((np.diff(idx) == 1).all()))
         if contiguous:
@@ -99,7 +103,7 @@ class RuleEngine(AlarmBook):
                 if sel is None:
                     continue
                 cols, fpos = sel
-                xs, ts = x[fpos], t[fpos]
+                xs, ts = (raw if kind.sees_nonfinite else x)[fpos], t[fpos]
                 m = kind.measure(cols, xs, ts, None if dead is None else dead[fpos])
                 if kind.has_gate and gate_on is not None and gate_off is not None:
                     busy = kind.busy(cols, m, gate_on[fpos], gate_off[fpos])

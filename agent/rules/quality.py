@@ -1,6 +1,7 @@
 """Sensor-quality kinds: stale (no good reading for `stale_after` s), frozen (the same reading
 `frozen_polls` times in a row), out of range (outside the transmitter's span), 4-20 mA loop
-fault (the span mapped to 4..20 mA: below 3.6 or above 21 mA). One slot each.
+fault (the span mapped to 4..20 mA: below 3.6 or above 21 mA; healthy again only inside NAMUR
+NE43's measurement range, 3.8 to 20.5 mA). One slot each.
 
 Stale stays silent while the point's unit does not answer at all (every reading of the unit
 in the frame failed with COMM_FAIL): the poller's one comm_loss alarm per device covers it,
@@ -18,7 +19,10 @@ from agent.core.model import PointSpec
 from agent.rules.base import Kind, Slot, matrix
 from agent.rules.rows import BoolArray, Cols, FloatArray, Rows
 
-LOOP_LOW_MA, LOOP_HIGH_MA = 3.6, 21.0
+LOOP_LOW_MA, LOOP_HIGH_MA = 3.6, 21.0  # NAMUR NE43 failure levels
+# NE43's measurement range ends 0.2 mA above the low and 0.5 mA below the high failure level:
+# the loop measure is scaled per side so that -1 is exactly that edge (the clear level).
+LOOP_LOW_BAND, LOOP_HIGH_BAND = 0.2, 0.5
 
 
 class Quality(Kind):
@@ -32,6 +36,7 @@ class Quality(Kind):
     row_level = (1, 1, 1, 2)
     row_slot = (0, 1, 2, 3)
     row_gated = (False, False, False, False)
+    sees_nonfinite = True  # ±Inf: outside the span (range), never a good reading (stale)
 
     def __init__(self, specs: Sequence[PointSpec], values: FloatArray | None = None) -> None:
         super().__init__(specs, values)
@@ -46,7 +51,8 @@ class Quality(Kind):
                 [1e-9 if q.loop_ma and ok else nan for q, ok in zip(r, ranged, strict=True)],
             ]
         )
-        off = np.stack((on[0] * 0.5, np.full(len(r), 1.5), on[2], np.full(len(r), -0.1)))
+        # stale clears with a good reading (age 0); frozen when the reading changes (a run of 1)
+        off = np.stack((np.zeros(len(r)), np.full(len(r), 1.5), on[2], np.full(len(r), -1.0)))
         d = [p.rule for p in specs]
         delay_on = np.array([q.on_delay if q else 30.0 for q in d])
         delay_off = np.array([q.off_delay if q else 60.0 for q in d])
@@ -101,10 +107,14 @@ class Quality(Kind):
                 ma /= self.span[cols]
                 ma += 4.0
             np.subtract(LOOP_LOW_MA, ma, out=loop)
+            loop /= LOOP_LOW_BAND
             ma -= LOOP_HIGH_MA
+            ma /= LOOP_HIGH_BAND
             np.maximum(loop, ma, out=loop)
             if not all_ok:
-                out[1:, ~ok] = np.nan
+                out[1, ~ok] = np.nan
+                out[2, np.isnan(x)] = np.nan  # ±Inf is outside any span: it counts
+                out[3, ~ok] = np.nan
         if not view:
             self.last_good[cols], self.prev[cols], self.same[cols] = last_good, prev, same
         return out

@@ -53,7 +53,8 @@ class State(Kind):
         self.masks = np.nan_to_num(masks, nan=0.0).astype(np.int64)
         self.enabled = ~np.isnan(masks)
         on = np.where(np.isnan(masks), np.nan, 0.5)
-        off_delay = np.array([p.rule.off_delay if p.rule else 0.0 for p in specs])
+        # no threshold rule: DOMAIN.md's default 60 s off-delay, as every other kind
+        off_delay = np.array([p.rule.off_delay if p.rule else 60.0 for p in specs])
         on_delay = matrix(
             [
                 [q.state_delay for q in r],

@@ -3,8 +3,8 @@ slow EWMA baseline). Both keep O(1) state per point and cost O(points) per frame
 
 The updates run in place on the state arrays (views when the frame's columns are a run) and
 patch afterwards the few columns with a missing reading or a restart, so the common frame
-(every reading good) allocates little. The arithmetic is written in the same order as
-agent.rules.reference, so both give bit-identical measures.
+(every reading good) allocates little. tests/oracles/rules_reference.py computes the same
+measures directly (the weighted least-squares sums over the kept readings).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _signs(on: FloatArray) -> FloatArray:
 
 def _advance_sums(s: FloatArray, c: FloatArray, decay: FloatArray, x: FloatArray) -> None:
     """In place on the (5, k) sums (w, t, x, tt, tx): shift the origin by c to the new
-    sample's time, decay, add the sample at relative time 0 (the reference's order)."""
+    sample's time, decay, add the sample at relative time 0."""
     w, st, sx, stt, stx = s  # row views
     tmp = 2 * c
     tmp *= st

@@ -4,8 +4,9 @@
 Both keep BUCKETS sub-windows per point (bucket width = window / BUCKETS, aligned on the
 epoch), so the window edge is resolved to one bucket width. While a point stays in the same
 bucket (most frames), its window aggregate is the cached aggregate of the other live buckets
-combined with the current bucket's: O(1) per point. Only a point entering a new bucket (or
-meeting a clock step back) recomputes over its BUCKETS sub-windows.
+combined with the current bucket's: O(1) per point. Only a point entering a new bucket
+recomputes over its BUCKETS sub-windows. A reading stamped in an earlier bucket than the
+point's previous one (the clock stepped back) empties the point's window first.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class _Buckets:
         """Put v (where ok) into the current bucket; return the window aggregate (incl. v).
         Without `first_wins`, v must be NaN where not ok."""
         bid = np.floor(t / self.width[cols])
+        back = bid < self.head_bid[cols]  # a clock step back empties the window
+        if back.any():
+            self._forget(abs_cols(cols, n)[back])
         fast = bid == self.head_bid[cols]
         fast &= self.written[cols] | ~ok  # an unwritten head about to be written: slow path
         if not fast.all():
@@ -64,6 +68,14 @@ class _Buckets:
                 self.head_val[cols] = head
         agg: FloatArray = self.reduce(self.rest[cols], head)
         return agg
+
+    def _forget(self, c: IntArray) -> None:
+        self.ids[:, c] = -np.inf
+        self.vals[:, c] = self.fill
+        self.head_bid[c] = np.nan
+        self.head_val[c] = self.fill
+        self.written[c] = False
+        self.rest[c] = self.fill
 
     def _slow(self, sel: Cols, c: IntArray, b: FloatArray, v: FloatArray, ok: BoolArray) -> None:
         """The bucket ring itself for columns `sel` (absolute indices `c`): flush the head,
@@ -153,7 +165,7 @@ class Count(Kind):
         self.rows = Rows(
             np.ones((2, 1)),
             on,
-            on - 0.5,
+            np.nextafter(on, -np.inf),  # clears below the threshold: m <= the next float down
             np.zeros(len(specs)),
             np.array([q.off_delay if q else 60.0 for q in d]),
         )
@@ -175,7 +187,8 @@ class Count(Kind):
             wrapped = delta < 0
             if wrapped.any():
                 delta += np.where(wrapped, self.modulus[cols], 0.0)
-            delta[~(delta <= self.half[cols])] = 0.0  # a reset, or no previous reading
+            # a reset (or a reading outside the counter's range), or no previous reading
+            delta[~((delta >= 0.0) & (delta <= self.half[cols]))] = 0.0
         before = total.copy()
         total += delta
         np.copyto(raw, x, where=ok)

@@ -20,6 +20,7 @@ import orjson
 from agent.core.model import AgentConfig
 from agent.service.delivery import DeliveryWatch
 from agent.store.guard import StoreGuard
+from agent.store.journal import Journal
 from agent.store.outbox import Outbox, OutboxStats
 from agent.uplink.forwarder import Forwarder
 from agent.uplink.payload import WIRE_VERSION
@@ -52,6 +53,7 @@ class Health:
         # the systemd watchdog state (None without a watchdog)
         self.delivery: DeliveryWatch | None = None
         self.watchdog: Callable[[], dict[str, Any] | None] = lambda: None
+        self.journal: Journal | None = None  # its chain head goes upstream (an anchor)
 
     async def snapshot(self) -> dict[str, Any]:
         stats = await self.outbox.stats()
@@ -84,6 +86,7 @@ class Health:
             "oversize_records": int(getattr(self.forwarder.codec, "oversize_records", 0)),
             "delivery_stalled": self.delivery.stalled if self.delivery else None,
             "watchdog": self.watchdog(),
+            "journal": None if self.journal is None else self.journal.head.to_json(),
         }
 
     def _uplinks(self, stats: OutboxStats) -> dict[str, Any]:

@@ -63,6 +63,9 @@ async def reload_config(agent: ReloadHost) -> bool:
     if new.platforms != old.platforms:
         new = dataclasses.replace(new, platforms=old.platforms)
         notes.append("[[platforms]] changes take effect after a restart")
+    if new.web != old.web:
+        new = dataclasses.replace(new, web=old.web)
+        notes.append("[web] changes take effect after a restart")
     sd_notify("RELOADING=1")
     await agent.stop_pollers()
     engine = RuleEngine(new.points)

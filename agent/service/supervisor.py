@@ -12,17 +12,18 @@ import time
 from agent import __version__
 from agent.core.model import AgentConfig, AlarmEvent, Frame
 from agent.rules import RuleEngine
-from agent.service.ack import AlarmOps
+from agent.service.ack import AlarmOps, make_journal
 from agent.service.clock import ClockMonitor
 from agent.service.comm import BusLinkEvents, CommAlarms
 from agent.service.health import Health
 from agent.service.ops import Ops
 from agent.service.reload import reload_config
 from agent.service.systemd import sd_notify
+from agent.service.web import WebHook
 from agent.source.plan import BusPlan, compile_config_plan
 from agent.source.poller import BusPoller
 from agent.store.guard import StoreGuard
-from agent.store.journal import Journal
+from agent.store.journal import stamp
 from agent.store.outbox import Entry, Outbox
 from agent.uplink.forwarder import Forwarder, mqtt_forwarder
 from agent.uplink.mqtt import CONSUMER as MQTT_CONSUMER
@@ -43,7 +44,7 @@ class Agent:
         self.cfg = cfg
         self.plans: tuple[BusPlan, ...] = compile_config_plan(cfg)
         self.engine = RuleEngine(cfg.points)
-        self.alarm_ops = AlarmOps(cfg.storage.dir, lambda: self.engine)  # ack, restart state
+        self.alarm_ops = AlarmOps(cfg.storage.dir, lambda: self.engine, cfg.operator_spec)
         self.outbox = Outbox(
             cfg.storage.dir / "outbox.db",
             cfg.storage.max_bytes,
@@ -52,9 +53,7 @@ class Agent:
             consumers=(MQTT_CONSUMER, *(p.name for p in cfg.platforms)),
         )
         self.store = StoreGuard(self.outbox)  # survives a full or read-only disk
-        self.journal = Journal(
-            cfg.storage.dir / "journal", cfg.storage.journal_max_bytes, cfg.storage.journal_keep
-        )
+        self.journal = make_journal(cfg)
         self.frames: asyncio.Queue[Frame] = asyncio.Queue(FRAME_QUEUE_SIZE)
         self.clock = ClockMonitor()
         self.comm = CommAlarms()  # comm_loss alarms from the pollers (device quarantine)
@@ -68,6 +67,8 @@ class Agent:
         self.health = Health(cfg, self.outbox, self.forwarder, self.store, self.ops.status)
         self.health.platforms = self.platforms
         self.health.delivery, self.health.watchdog = self.ops.delivery, self.ops.watchdog_state
+        self.web = WebHook(self)  # the status page ([web]); does nothing when disabled
+        self.health.journal = self.journal
         self._stop = asyncio.Event()
         self.frames_processed = 0
         self._tg: asyncio.TaskGroup | None = None
@@ -165,14 +166,18 @@ class Agent:
                     tg.create_task(pf.run(), name=f"uplink:{pf.name}") for pf in self.platforms
                 ]
                 self.ops.start(tg)
+                self.web.start(tg)
+                operator_task = tg.create_task(self.alarm_ops.serve(), name="operator")
                 health_task = tg.create_task(self.health.run(), name="health")
                 stop_task = tg.create_task(self._stop.wait(), name="stop")
                 await stop_task
                 sd_notify("STOPPING=1")
+                operator_task.cancel()
                 async with self._reload_lock:  # a reload in progress finishes first
                     # Order matters: stop reading, store what was read, then let the uplink go.
                     await self.stop_pollers()
                     await self.ops.stop()
+                    await self.web.stop()
                     rules_task.cancel()
                     health_task.cancel()
                     if self._fwd_task is not None:
@@ -189,34 +194,40 @@ class Agent:
             points = self.cfg.points  # a reload swaps it only while no frame is pending
             while not self.frames.empty():
                 batch.append(self.frames.get_nowait())
-            entries: list[Entry] = self.links.drain()
+            entries: list[Entry] = self.links.drain() + self.alarm_ops.drain()
             for frame in batch:
                 events = self.comm.drain() + self.alarm_ops.step(frame)
                 entries.append(encode_telemetry(frame, points))
                 if events:
-                    await self._journal(events)
+                    events = await self._journal(events)
                     entries.append(encode_alarms(events))
+                    self.web.note(events)
                     for ev in events:
                         log.warning("alarm %s %s: %s", ev.transition, ev.alarm_id, ev.text_en)
             await self.store.put(entries)
+            self.alarm_ops.settle()
             for frame in batch:
                 self.ops.observe(frame)
+                self.web.observe(frame)
             self.frames_processed += len(batch)
             for _ in batch:
                 self.frames.task_done()
 
-    async def _journal(self, events: list[AlarmEvent]) -> None:
-        """Append to the local journal; a disk error there must not stop alarm delivery."""
+    async def _journal(self, events: list[AlarmEvent]) -> list[AlarmEvent]:
+        """Append to the local journal; a disk error there must not stop alarm delivery.
+        Returns the events stamped with their journal line (agent.store.journal.stamp)."""
         try:
-            await asyncio.to_thread(self.journal.append, events)
+            heads = await asyncio.to_thread(self.journal.append, events)
         except OSError as exc:
             if not self._journal_failed:
                 log.error("cannot write the alarm journal in %s: %s", self.journal.directory, exc)
             self._journal_failed = True
+            return events
         else:
             if self._journal_failed:
                 log.warning("writing the alarm journal again")
             self._journal_failed = False
+            return stamp(events, heads)
 
 
 async def run_until_signalled(cfg: AgentConfig) -> int:

@@ -258,7 +258,16 @@ class MqttUplink:
         text = _ERRNO.sub("", str(exc)).strip() or type(exc).__name__
         if text == "Operation timed out":
             limit = self.spec.publish_timeout
-            return f"cannot reach MQTT broker {where}: no CONNACK within {limit:g} s"
+            hint = ""
+            tls = self.spec.tls
+            if tls is not None and tls.cert_file is None:
+                # TLS 1.3: a broker that requires a client certificate drops the session after
+                # the handshake, and the client sees no CONNACK rather than a TLS error
+                hint = (
+                    "; the TLS session has no client certificate: if the broker requires one, "
+                    "set uplink.cert_file/key_file"
+                )
+            return f"cannot reach MQTT broker {where}: no CONNACK within {limit:g} s{hint}"
         if "Name or service not known" in text or "not known" in text:
             return f"cannot reach MQTT broker {where}: host name not found"
         return f"cannot reach MQTT broker {where}: {text[:1].lower() + text[1:]}"

@@ -272,9 +272,11 @@ async def test_rehearse_command(tmp_path: Path) -> None:
         up = HttpUplink(sp, hebei.seal)
         await up.connect()
         item = {"tnm": "P0", "ts": "2024-05-01 12:00:00", "val": "27.20"}
-        await up.publish("rtsData", orjson.dumps([item]))
+        doc = {"qybm": "130100000001", "data": {"rts": [item]}}  # the document's shape
+        await up.publish("rtsData", orjson.dumps(doc))
+        bad = {**doc, "data": {"rts": [{**item, "ts": "2024-05-01T12:00"}]}}
         with pytest.raises(PlatformRefused, match=r"code 400 .*item 0\.ts"):
-            await up.publish("rtsData", orjson.dumps([{**item, "ts": "2024-05-01T12:00"}]))
+            await up.publish("rtsData", orjson.dumps(bad))
         await up.close(clean=True)
         proc.wait_log(r"rtsData: 1 item\(s\), answered code 200: tnm=P0 ts=2024-05-01 12:00:00")
         proc.wait_log(r"rtsData: REFUSED code 400")

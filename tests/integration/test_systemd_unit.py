@@ -49,7 +49,7 @@ def test_unit_keeps_the_contract() -> None:
     for line in (
         "Type=notify",
         "WatchdogSec=30s",
-        "RestartPreventExitStatus=78",
+        "RestartPreventExitStatus=73 78",
         "SupplementaryGroups=dialout",
         "StateDirectory=dust-agent",
         "ConfigurationDirectory=dust-agent",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
 from agent.core.model import SiteSpec, TlsSpec, UplinkSpec
@@ -73,11 +76,26 @@ async def test_tls_with_client_certificate_publishes(tls_broker: Broker, pki: Pa
     tls = TlsSpec(pki / "ca.crt", pki / "client.crt", pki / "client.key")
     up = MqttUplink(spec(tls_broker.port, tls), SITE)
     assert up.target.startswith("mqtts://")
+    got: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
     await up.connect()
     try:
-        await up.publish("dust/E100/gw-1/telemetry", b"{}")  # returns after the PUBACK
+        async with aiomqtt.Client("127.0.0.1", tls_broker.port, tls_context=subscriber(pki)) as c:
+            await c.subscribe("dust/E100/gw-1/telemetry", qos=1)
+            await up.publish("dust/E100/gw-1/telemetry", b'{"tls": 1}')  # returns after PUBACK
+            async for m in c.messages:
+                assert isinstance(m.payload, bytes)
+                await got.put((str(m.topic), m.payload))
+                break
     finally:
         await up.close(clean=True)
+    assert got.get_nowait() == ("dust/E100/gw-1/telemetry", b'{"tls": 1}')
+
+
+def subscriber(pki: Path) -> ssl.SSLContext:
+    """A TLS context of the test's own (not the agent's) for an independent subscriber."""
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(pki / "client.crt", pki / "client.key")
+    return ctx
 
 
 async def test_wrong_ca_is_refused_with_a_clear_message(tls_broker: Broker, pki: Path) -> None:
@@ -95,7 +113,9 @@ async def test_missing_client_certificate_is_explained(tls_broker: Broker, pki: 
     up = MqttUplink(spec(tls_broker.port, TlsSpec(pki / "ca.crt")), SITE)
     with pytest.raises(UplinkError) as info:
         await up.connect()
-    assert "127.0.0.1" in str(info.value)
+    text = str(info.value)
+    assert text.startswith(f"cannot reach MQTT broker 127.0.0.1:{tls_broker.port}: "), text
+    assert "no client certificate" in text and "uplink.cert_file/key_file" in text, text
     await up.close(clean=False)
 
 

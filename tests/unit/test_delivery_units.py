@@ -71,7 +71,10 @@ def test_tls_files_checked_at_load(tmp_path: Path) -> None:
 def test_default_storage_cap_holds_seven_days(tmp_path: Path) -> None:
     cfg = load_config(config_with(tmp_path))
     per_cycle = sum(len(p.code) + len(p.device) + len(p.key) + 40 for p in cfg.points)
-    assert cfg.storage.max_bytes >= per_cycle * 7 * 86400 or cfg.storage.max_bytes >= 64 << 20
+    (bus,) = cfg.buses
+    # both: seven days of this config's telemetry at its poll rate, and never under 64 MiB
+    assert cfg.storage.max_bytes >= per_cycle * 7 * 86400 / bus.poll_interval
+    assert cfg.storage.max_bytes >= 64 << 20
 
 
 # -- the reference consumer ------------------------------------------------------------------

@@ -60,13 +60,23 @@ def test_append_writes_records_with_logged_time(tmp_path: Path) -> None:
     lines = (tmp_path / "journal.jsonl").read_bytes().splitlines()
     assert len(lines) == 2
     first = orjson.loads(lines[0])
-    assert first == {**event(0).to_record(), "logged": first["logged"], "prev": GENESIS}
+    assert first == {
+        **event(0).to_record(),
+        "logged": first["logged"],
+        "n": 1,
+        "prev": GENESIS,
+    }
     assert abs(first["logged"] / 1000 - time.time()) < 60
     assert [r["transition"] for r in read_journal(tmp_path)] == ["raise", "clear"]
 
 
 def test_rotation_is_bounded_and_reads_back_in_order(tmp_path: Path) -> None:
-    record = {**event(0).to_record(), "logged": int(time.time() * 1000), "prev": GENESIS}
+    record = {
+        **event(0).to_record(),
+        "logged": int(time.time() * 1000),
+        "n": 10,
+        "prev": GENESIS,
+    }
     line = len(orjson.dumps(record)) + 1
     j = Journal(tmp_path, max_bytes=3 * line + 5, keep=2)
     for n in range(20):
@@ -191,7 +201,7 @@ def test_fit_counts_chinese_as_double_width() -> None:
 
 
 def test_hash_chain_verifies_across_rotation_and_shows_edits_and_removals(tmp_path: Path) -> None:
-    line = len(orjson.dumps({**event(0).to_record(), "logged": 0, "prev": GENESIS})) + 1
+    line = len(orjson.dumps({**event(0).to_record(), "logged": 0, "n": 10, "prev": GENESIS})) + 1
     j = Journal(tmp_path, max_bytes=3 * line + 5, keep=5)
     for n in range(10):
         j.append([event(n, ts=T0 + n)])

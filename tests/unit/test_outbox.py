@@ -205,8 +205,14 @@ async def test_cap_never_drops_leased_rows(tmp_path: Path) -> None:
         assert leased is not None
         for _ in range(100):
             await box.put([entry("telemetry", 1, size=2000)])
-        assert (await box.stats()).dropped_records > 0
-        await box.ack(leased)  # still there to be acked (and not counted as dropped)
+        dropped = (await box.stats()).dropped_records
+        rows = all_rows(tmp_path / "o.db")["telemetry"]
+        assert dropped > 0
+        assert rows[0] == (1, 1)  # the leased row, the oldest of all, is still stored
+        assert (2, 1) not in rows  # the oldest un-leased row went in its place
+        assert dropped == 101 - len(rows)  # the leased row is not counted as dropped
+        await box.ack(leased)  # still there to be acked
+        assert all_rows(tmp_path / "o.db")["telemetry"] == rows[1:]
     finally:
         await box.close()
 

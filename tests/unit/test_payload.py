@@ -83,6 +83,8 @@ def validate(value: Any, schema: dict[str, Any], root: dict[str, Any], path: str
                 validate(item, arg, root, f"{path}[{i}]")
         elif kw == "minItems":
             assert len(value) >= arg, f"{path}: fewer than {arg} items"
+        elif kw == "pattern":
+            assert re.search(arg, value), f"{path}: {value!r} does not match {arg}"
         elif kw == "minLength":
             assert len(value) >= arg, f"{path}: shorter than {arg}"
         elif kw == "minimum":

@@ -152,11 +152,16 @@ def test_rts_one_value_per_point_and_period_with_decimals_and_local_time() -> No
     b = batch_of(*(encode_telemetry(f, POINTS) for f in frames))
     reqs, state = tr.requests(b)
     assert [r.endpoint for r in reqs] == ["rtsData"]
-    assert orjson.loads(reqs[0].body) == [
-        {"tnm": "HB-T1", "ts": "2024-05-01 12:00:00", "val": "27.20"},
-        {"tnm": "HB-P1", "ts": "2024-05-01 12:00:00", "val": "101"},
-        {"tnm": "HB-P1", "ts": "2024-05-01 12:01:01", "val": "104"},
-    ]
+    assert orjson.loads(reqs[0].body) == {
+        "qybm": "E1",
+        "data": {
+            "rts": [
+                {"tnm": "HB-T1", "ts": "2024-05-01 12:00:00", "val": "27.20"},
+                {"tnm": "HB-P1", "ts": "2024-05-01 12:00:00", "val": "101"},
+                {"tnm": "HB-P1", "ts": "2024-05-01 12:01:01", "val": "104"},
+            ]
+        },
+    }
     # not committed (the request was not acknowledged): the same batch gives the same request
     assert tr.requests(b)[0] == reqs
     tr.commit(state)
@@ -181,7 +186,9 @@ def test_events_raise_and_clear_with_scd_threshold_and_chinese_text() -> None:
         alarm("raise", "alarm", code="LOCAL"),  # not a point of this platform
     ]
     reqs, _ = tr.requests(batch_of(encode_alarms(events)))
-    items = orjson.loads(reqs[0].body)
+    doc = orjson.loads(reqs[0].body)
+    assert list(doc) == ["qybm", "data"] and list(doc["data"]) == ["events"]
+    items = doc["data"]["events"]
     assert reqs[0].endpoint == "eventsData"
     assert [i["scd"] for i in items] == [4, 2, 0]
     assert items[0] == {

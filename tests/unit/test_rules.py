@@ -1,18 +1,19 @@
-"""RuleEngine: targeted lifecycle cases and a property test against a scalar reference."""
+"""RuleEngine: targeted lifecycle cases and a property test against the independent reference
+(tests/oracles/rules_reference.py)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.core.model import AlarmEvent, Frame, PointSpec, ThresholdRule
-from agent.rules import DIRECTIONS, RuleEngine, band_limit, make_event
+from agent.rules import RuleEngine
 from tests.factories import point
+from tests.oracles.rules_reference import Change, RulesReference
 
 NAN = math.nan
 
@@ -36,74 +37,20 @@ def frame(index: Sequence[int], ts: Sequence[float] | float, value: Sequence[flo
     )
 
 
+def published(events: Sequence[AlarmEvent]) -> list[tuple[str, str, str | None, float, float]]:
+    return [(e.alarm_id, e.transition, e.level, e.ts, e.threshold) for e in events]
+
+
+def expected(changes: Sequence[Change]) -> list[tuple[str, str, str | None, float, float]]:
+    return [(c.alarm_id, c.transition, c.level, c.ts, c.threshold) for c in changes]
+
+
 def run(engine: RuleEngine, series: Sequence[tuple[float, float]], i: int = 0) -> list[AlarmEvent]:
     """Feed (ts, value) readings of one point; return all events."""
     out: list[AlarmEvent] = []
     for t, v in series:
         out += engine.step(frame([i], t, [v]))
     return out
-
-
-# --- scalar reference: one point, one detector at a time, plain Python -------------------
-
-
-@dataclass
-class _Detector:
-    active: bool = False
-    since: float | None = None
-
-
-class ScalarReference:
-    """The same semantics as RuleEngine, written per point with no numpy."""
-
-    def __init__(self, points: Sequence[PointSpec]) -> None:
-        self.specs = {p.index: p for p in points}
-        self.det = {(p.index, k): _Detector() for p in points for k in range(4)}
-        self.level = {(p.index, d): 0 for p in points for d in range(2)}
-
-    def _update(
-        self, det: _Detector, thr: float, rule: ThresholdRule, high: bool, *, x: float, t: float
-    ) -> None:
-        if det.active:
-            limit = band_limit(thr, rule.hysteresis_pct, "high" if high else "low")
-            cond = x <= limit if high else x >= limit
-        else:
-            cond = x >= thr if high else x <= thr
-        if not cond:  # includes NaN
-            det.since = None
-            return
-        if det.since is None or t < det.since:
-            det.since = t
-        if t - det.since >= (rule.off_delay if det.active else rule.on_delay):
-            det.active = not det.active
-            det.since = None
-
-    def step(self, f: Frame) -> list[AlarmEvent]:
-        events: list[AlarmEvent] = []
-        for i, t, x in zip(f.index.tolist(), f.ts.tolist(), f.value.tolist(), strict=True):
-            s = self.specs[i]
-            rule = s.rule
-            if rule is None:
-                continue
-            for d, (warn, alarm) in enumerate(
-                ((rule.high_warning, rule.high_alarm), (rule.low_warning, rule.low_alarm))
-            ):
-                thresholds = {1: warn, 2: alarm}
-                for lvl, thr in thresholds.items():
-                    if thr is not None:
-                        det = self.det[(i, 2 * d + lvl - 1)]
-                        self._update(det, thr, rule, d == 0, x=x, t=t)
-                warn_on, alarm_on = self.det[(i, 2 * d)].active, self.det[(i, 2 * d + 1)].active
-                new = 2 if alarm_on else int(warn_on)
-                prev = self.level[(i, d)]
-                if new != prev:
-                    self.level[(i, d)] = new
-                    thr = thresholds[prev if new == 0 else new]
-                    assert thr is not None
-                    events.append(
-                        make_event(s, DIRECTIONS[d], prev, new, value=x, threshold=float(thr), ts=t)
-                    )
-        return events
 
 
 # --- targeted cases -------------------------------------------------------------------------
@@ -220,7 +167,7 @@ def test_clock_step_back_restarts_a_pending_timer() -> None:
     assert len(run(eng, [(15, 80)])) == 1
 
 
-# --- property: vectorized engine == scalar reference -----------------------------------------
+# --- property: vectorized engine == the independent reference ------------------------------
 
 VALUES = [-12, -10, -9.9, -5, -4.9, 0, 0.1, 4.9, 5, 5.1, 9.8, 10, 10.2, 30]
 VALUES += [58, 58.8, 59.9, 60, 61, 64, 65, 68.6, 69.9, 70, 71, 75, 80, NAN, NAN]
@@ -242,7 +189,7 @@ rules = st.none() | st.builds(
 def test_engine_matches_scalar_reference(data: st.DataObject) -> None:
     n = data.draw(st.integers(1, 5), label="points")
     points = [spec(i, data.draw(rules, label=f"rule{i}")) for i in range(n)]
-    eng, ref = RuleEngine(points), ScalarReference(points)
+    eng, ref = RuleEngine(points), RulesReference(points)
     last = [VALUES[0]] * n
     base = 0.0
     for _ in range(data.draw(st.integers(1, 60), label="frames")):
@@ -253,14 +200,15 @@ def test_engine_matches_scalar_reference(data: st.DataObject) -> None:
             if data.draw(st.booleans()):  # hold the value: debounce needs runs of readings
                 last[i] = data.draw(st.sampled_from(VALUES) | st.floats(-30, 130))
         f = frame(subset, ts, [last[i] for i in subset])
-        assert eng.step(f) == ref.step(f)
+        assert published(eng.step(f)) == expected(ref.step(f))
     active = {(a.point, a.direction, a.level) for a in eng.active()}
-    expected = {
-        (points[i].code, DIRECTIONS[d], "warning" if lvl == 1 else "alarm")
-        for (i, d), lvl in ref.level.items()
+    levels = {None: None, 1: "warning", 2: "alarm"}
+    assert active == {
+        (r.spec.code, slot, levels[lvl])
+        for r in ref.points.values()
+        for slot, lvl in r.published.items()
         if lvl
     }
-    assert active == expected
 
 
 def test_engine_matches_scalar_reference_at_scale() -> None:
@@ -281,7 +229,7 @@ def test_engine_matches_scalar_reference_at_scale() -> None:
         )
         for i in range(n)
     ]
-    eng, ref = RuleEngine(points), ScalarReference(points)
+    eng, ref = RuleEngine(points), RulesReference(points)
     level = rng.uniform(-10, 80, n)
     count = 0
     for k in range(600):
@@ -292,6 +240,6 @@ def test_engine_matches_scalar_reference_at_scale() -> None:
         ts = k * 1.0 + rng.uniform(0, 0.5, subset.size)
         f = frame(subset.tolist(), ts.tolist(), value.tolist())
         got = eng.step(f)
-        assert got == ref.step(f)
+        assert published(got) == expected(ref.step(f))
         count += len(got)
     assert count > 1000  # the comparison exercised plenty of transitions

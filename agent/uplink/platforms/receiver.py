@@ -190,13 +190,19 @@ class Receiver:
 
     def _validate(self, fm: FieldMap, doc: Any) -> list[dict[str, Any]]:
         common = {"enterprise": self.spec.enterprise_code, "gateway": self.spec.gateway_code}
-        if fm.list_key:
-            _keys(doc, {k for k, _ in fm.extra} | {fm.list_key}, "the data")
+        items = doc
+        if fm.list_key:  # "data.rts": the object {"data": {"rts": [items]}}
+            reads = f"the platform reads {_shape(fm)}"
+            if not isinstance(doc, dict):
+                raise Invalid(400, f"the data is not a JSON object; {reads}")
+            first, *rest = fm.list_key.split(".")
+            _keys(doc, {k for k, _ in fm.extra} | {first}, f"the data ({reads})")
             for k, template in fm.extra:
                 _equal(doc, k, template.format_map(common))
-            items = doc[fm.list_key]
-        else:
-            items = doc
+            items, where = doc[first], first
+            for key in rest:
+                _keys(items, {key}, f"{where} ({reads})")
+                items, where = items[key], f"{where}.{key}"
         if not isinstance(items, list) or not items:
             raise Invalid(400, "the data holds no list of items")
         for n, item in enumerate(items):
@@ -224,6 +230,15 @@ class Receiver:
                     raise Invalid(400, f"{at}: status code {value!r} is not in the scd table")
             elif what == "content" and (not isinstance(value, str) or not _CJK.search(value)):
                 raise Invalid(400, f"{at}: content must be Chinese text, got {value!r}")
+
+
+def _shape(fm: FieldMap) -> str:
+    """The inner JSON a field map describes, e.g. {"qybm", "data": {"rts": [items]}}."""
+    inner = "[items]"
+    for key in reversed(fm.list_key.split(".")):
+        inner = f'{{"{key}": {inner}}}'
+    extra = "".join(f'"{k}", ' for k, _ in fm.extra)
+    return "{" + extra + inner[1:] if extra else inner
 
 
 def _keys(doc: Any, want: set[str], where: str) -> None:

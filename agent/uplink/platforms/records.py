@@ -146,11 +146,14 @@ class Translator:
         step = self.spec.max_items
         for i in range(0, len(items), step):
             chunk = items[i : i + step]
+            doc: Any = chunk
             if fm.list_key:
-                doc: Any = {k: render(t, self._common) for k, t in fm.extra}
-                doc[fm.list_key] = chunk
-            else:
-                doc = chunk
+                doc = {k: render(t, self._common) for k, t in fm.extra}
+                *outer, inner = fm.list_key.split(".")  # "data.rts": {"data": {"rts": items}}
+                node = doc
+                for key in outer:
+                    node = node.setdefault(key, {})
+                node[inner] = chunk
             out.append(Request(fm.endpoint, orjson.dumps(doc), len(chunk)))
         return out
 

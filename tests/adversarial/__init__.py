@@ -1,0 +1,1 @@
+"""Adversarial tests: installer mistakes, hostile field, network and operator input."""

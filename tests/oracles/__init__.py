@@ -1,0 +1,1 @@
+"""Test oracles: independent implementations the project's code is checked against."""
