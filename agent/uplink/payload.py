@@ -195,6 +195,8 @@ class MqttCodec:
         self.site, self.topic, self.clock_synced = site, topic, clock_synced
         self.max_bytes = max_bytes
         self.oversize_records = 0  # records left out since start (too large alone)
+        # (stream, seq) already reported: a batch sent again after a failure is encoded again
+        self._reported: dict[tuple[str, int], None] = {}
 
     def encode(self, batch: Batch) -> list[Message]:
         topic = self.topic(batch.stream)
@@ -214,6 +216,12 @@ class MqttCodec:
         return out
 
     def _oversize(self, batch: Batch, got: Oversize) -> None:
+        key = (batch.stream, got.row.seq_first)
+        if key in self._reported:
+            return
+        self._reported[key] = None
+        if len(self._reported) > 1000:  # bounded: forget the oldest
+            del self._reported[next(iter(self._reported))]
         self.oversize_records += got.row.n
         log.error(
             "%s record seq %d is too large to send: its message alone is %d bytes, over"

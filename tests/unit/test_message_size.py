@@ -72,3 +72,5 @@ def test_alarm_rows_split_by_records_and_a_record_too_large_alone_is_dropped() -
     tiny = codec(400)  # not even one alarm record fits
     assert tiny.encode(as_batch([encode_alarms(events[:3])])) == []
     assert tiny.oversize_records == 3
+    assert tiny.encode(as_batch([encode_alarms(events[:3])])) == []  # the batch again
+    assert tiny.oversize_records == 3  # reported and counted once
