@@ -9,7 +9,7 @@ the -wal file too.
 
 A step runs on the store's worker thread after an acknowledgement, at most every STEP_EVERY
 seconds, and only when the queue is short (free pages at least as many as used ones): the
-poll loop's next put waits for at most one step (1 MiB: 1–8 ms measured here; each round
+poll loop's next put waits for at most one step (1 MiB: 1–16 ms measured here; each round
 is logged with its longest step, which bench/soak.py --outage prints). Worker thread only.
 """
 
