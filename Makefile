@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_SECONDS ?= 90
 PYTEST_ARGS ?=
 
-.PHONY: demo test check bench bench-e2e bench-drain bench-bus bench-ingest bench-sim bench-web bench-soak system-deps venv clean install
+.PHONY: demo test check bench bench-e2e bench-drain bench-bus bench-ingest bench-sim bench-web bench-fleet bench-soak system-deps venv clean install
 
 system-deps:
 	@scripts/setup-system.sh
@@ -52,6 +52,10 @@ bench-sim: venv
 
 bench-web: venv
 	@$(BIN)/python bench/web.py
+
+# 100 agents and a broker restart (~2.5 min, ~6 GB RSS): not part of `make bench`
+bench-fleet: venv
+	@$(BIN)/python bench/fleet.py
 
 bench-soak: venv  # 15 minutes; not part of `make bench`
 	@$(BIN)/python bench/soak.py

@@ -63,6 +63,10 @@ ZH: dict[str, str] = {
     "warning": "预警",
     "alarm": "报警",
     "critical": "严重",
+    "degraded": "降级（忙）",
+    "points BUSY": "个测点忙",
+    "comm_loss: no answer for": "通讯中断：无应答已",
+    "reading": "读数",
 }
 
 

@@ -63,6 +63,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if problems is not None:
         return problems
     print(f"config {cfg.path}: OK")
+    for warning in cfg.warnings:
+        print(f"WARNING: {warning}")
     print(
         f"site {cfg.site.enterprise_code} gateway {cfg.site.gateway_id}"
         f"{' (' + cfg.site.name + ')' if cfg.site.name else ''}; "
@@ -89,6 +91,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     width = max(len(p.code) for p in cfg.points)
     for p in cfg.points:
         print(f"  {p.code:<{width}}  {p.kind:<22} {p.unit:<4} {_rule_text(p)}")
+    written = [p for p in cfg.points if p.written_address]
+    if written:
+        print()
+        print("addresses as written (addressing) and as read:")
+        for p in written:
+            print(f"  {p.code:<{width}}  {p.written_address} -> {p.table} {p.address}")
     return 0
 
 
@@ -146,6 +154,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problem is not None:  # a disk fault: the agent polls on and reports storage_error
         log.warning("%s", problem.text)
     log.info("dust-agent %s starting with %s", __version__, cfg.path)
+    for warning in cfg.warnings:
+        log.warning("config: %s", warning)
     try:
         return asyncio.run(run_until_signalled(cfg))
     except KeyboardInterrupt:
@@ -218,8 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="the snapshot as JSON, for scripts")
     status.set_defaults(func=cmd_status)
-    from agent.uplink.platforms.receiver import add_arguments as rehearse_arguments
-    from agent.uplink.platforms.receiver import cmd_rehearse
+    from agent.cli.rehearse import add_arguments as rehearse_arguments
+    from agent.cli.rehearse import cmd_rehearse
 
     rehearse = sub.add_parser(
         "platform-rehearse",

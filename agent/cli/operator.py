@@ -137,7 +137,7 @@ def add_operator_commands(
 
     def common(name: str, text: str) -> argparse.ArgumentParser:
         p = with_config(sub.add_parser(name, help=text, description=text + _EPILOG))
-        p.add_argument("alarm_id", metavar="ID", help="alarm id, e.g. 130100000001DC01HT:high")
+        p.add_argument("alarm_id", metavar="ID", help="alarm id, e.g. 1301000000010101001:high")
         p.add_argument(
             "--by", required=True, type=_by, metavar="NAME", help="who does this (journaled)"
         )

@@ -53,6 +53,21 @@ def service_account(requested: str | None) -> Account | None:
     return None
 
 
+OWN_DIRS = frozenset({"journal", "history"})  # folders the agent keeps in storage.dir
+# files written in place (the database and its -wal/-shm); alarm_state.json and status.json are
+# replaced by a rename, which needs only the directory
+OWN_FILES = ("outbox.db",)
+
+
+def _ours(path: Path, storage: Path) -> bool:
+    """A file or folder the agent writes in its storage directory."""
+    if path.parent != storage:  # inside journal/ or history/
+        return path.is_file()
+    if path.is_dir():
+        return path.name in OWN_DIRS
+    return path.is_file() and path.name.startswith(OWN_FILES)
+
+
 def _writable(directory: Path) -> str | None:
     """What stops this process from keeping its files in `directory`, or None."""
     try:
@@ -74,7 +89,10 @@ def _writable_or_raise(directory: Path) -> str | None:
             return f"{fault}cannot create files in {directory} ({exc.strerror})"
         journal = directory / "journal"
         entries = [*directory.iterdir(), *(journal.iterdir() if journal.is_dir() else [])]
-        bad = [p for p in entries if not p.name.startswith(".") and not os.access(p, os.W_OK)]
+        # the agent's own files and folders; anything else (e.g. junk at the operator socket's
+        # path, which the agent reports itself) is not for this check
+        ours = [p for p in entries if _ours(p, directory)]
+        bad = [p for p in ours if not p.name.startswith(".") and not os.access(p, os.W_OK)]
         if bad:
             more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
             return f"{bad[0]}{more} in the storage directory cannot be written"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 import tomllib
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -188,21 +189,37 @@ def to_table(doc: dict[str, Any], now: float | None = None, lang: Lang = "en") -
         )
         for d in bus.get("devices", []):
             state = _(d["state"]) if d["state"] == "ok" or lang == "zh" else d["state"].upper()
+            busy = f" ({d['busy_points']} {_('points BUSY')})" if d.get("busy_points") else ""
             lines.append(
                 f"    {d['name']:<22} {d['unit']:>4}  {state:<11} {_when(d.get('last_good'), t)}"
+                + busy
             )
     alarms = doc.get("alarms", [])
     lines.append("")
     lines.append(f"  {_('active alarms')}: {len(alarms)}")
-    for al in alarms:
-        lines.append(
-            f"    {_(al['level']):<7} {al['alarm_id']:<28} {al.get('device', '')}."
-            f"{al.get('key', '')} {_('value')} {al.get('value')} {al.get('unit', '')}"
-            f" ({_('threshold')} {al.get('threshold')})"
-            f" {_('since')} {_when(al.get('since'), t)}"
-        )
+    lines.extend(_alarm_line(al, t, _) for al in alarms)
     lines.append(f"\n({_('snapshot written')} {_when(doc.get('written'), t)})")
     return "\n".join(lines)
+
+
+def _qty(v: Any, unit: str) -> str:
+    if v is None:
+        return "-"
+    return f"{v:g} {unit}".rstrip() if isinstance(v, int | float) else f"{v} {unit}".rstrip()
+
+
+def _alarm_line(al: dict[str, Any], t: float, _: Callable[[str], str]) -> str:
+    """One active alarm: what its rule measures, in the rule's unit, against its threshold."""
+    head = f"    {_(al.get('level', '?')):<7} {al.get('alarm_id', '?'):<28}"
+    since = f" {_('since')} {_when(al.get('since'), t)}"
+    if al.get("kind") == "comm_loss":
+        return f"{head} {_('comm_loss: no answer for')} {_age(al.get('value'))}" + since
+    unit = al.get("unit", "")
+    text = f"{head} {al.get('kind', '')} {_qty(al.get('value'), unit)}"
+    text += f" ({_('threshold')} {_qty(al.get('threshold'), unit)})"
+    if al.get("reading_unit") != unit or al.get("kind") not in ("threshold", "range"):
+        text += f"; {_('reading')} {_qty(al.get('reading'), al.get('reading_unit', ''))}"
+    return text + since
 
 
 def state_dir_of(config: Path) -> tuple[Path, str]:

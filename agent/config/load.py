@@ -14,6 +14,12 @@ from typing import Any, TypeVar
 import msgspec
 from msgspec import UNSET
 
+from agent.config.addressing import (
+    located_point,
+    point_addressing,
+    point_decimals,
+    with_protocol_holes,
+)
 from agent.config.devices import check_device, check_names, shared_unit_warnings
 from agent.config.errors import ConfigError, translate
 from agent.config.fieldbus import (
@@ -127,6 +133,7 @@ class _Located:
     point: RawPoint
     file: Path
     path: str  # key path of the point in `file`
+    from_profile: bool = False
 
 
 def _device_points(
@@ -135,7 +142,7 @@ def _device_points(
     if not isinstance(dev.profile, msgspec.UnsetType):
         profile, pfile = _load_profile(dev.profile, profiles_dir, cfg_file, f"devices[{i}].profile")
         for j, p in enumerate(profile.points):
-            yield _Located(p, pfile, f"points[{j}]")
+            yield _Located(p, pfile, f"points[{j}]", from_profile=True)
         keys = {p.key for p in profile.points}
         for key in dev.override:
             if key not in keys:
@@ -269,11 +276,13 @@ def _resolve_point(
         rules=point_rules_from(merged, cfg_file, rule_path, p.key),
         bit=None if isinstance(p.bit, msgspec.UnsetType) else p.bit,
         read_mode=dev.read_mode,
+        decimals=point_decimals(p, ov, cfg_file, f"devices[{i}].override.{p.key}", loc.path),
+        device_zh=dev.name_zh,
     )
 
 
 def _resolve_points(
-    raw: RawConfig, cfg_file: Path, rules: Rules, profiles_dir: Path
+    raw: RawConfig, cfg_file: Path, rules: Rules, profiles_dir: Path, warnings: list[str]
 ) -> list[tuple[PointSpec, _Located]]:
     if not raw.devices:
         raise ConfigError(cfg_file, "devices", "no device configured; add a [[devices]] table")
@@ -292,9 +301,15 @@ def _resolve_points(
             if isinstance(dev.profile, msgspec.UnsetType)
             else _load_profile(dev.profile, profiles_dir, cfg_file, f"devices[{i}].profile")
         )
-        holes = device_holes(dev, i, cfg_file, profile)
+        proto_dev, proto_profile = with_protocol_holes(dev, i, cfg_file, profile)
+        holes = device_holes(proto_dev, i, cfg_file, proto_profile)
         keys: set[str] = set()
-        for loc in located:
+        for written_loc in located:
+            notation = point_addressing(dev, profile and profile[0], written_loc.from_profile)
+            point, written = located_point(
+                written_loc.point, notation, written_loc.file, written_loc.path, warnings
+            )
+            loc = dataclasses.replace(written_loc, point=point)
             _check_point(loc)
             if loc.point.key in keys:
                 raise ConfigError(
@@ -304,6 +319,8 @@ def _resolve_points(
                 )
             keys.add(loc.point.key)
             spec = _resolve_point(loc, dev, i, index=len(specs), rules=rules, cfg_file=cfg_file)
+            if written:
+                spec = dataclasses.replace(spec, written_address=written)
             if holes:
                 spec = dataclasses.replace(spec, holes=holes)
                 check_not_on_hole(spec, loc.file, loc.path)
@@ -342,7 +359,8 @@ def load_config(file: Path | str, *, secrets: bool = True) -> AgentConfig:
     pack = _convert(pack_data, RawRulesPack, pack_file)
     rules = load_rules(raw, cfg_file, pack_file, pack)
     profiles_dir = _resolve_path(cfg_file.parent, raw.profiles_dir, REPO_CONFIG_DIR)
-    specs = _resolve_points(raw, cfg_file, rules, profiles_dir)
+    warnings: list[str] = []
+    specs = _resolve_points(raw, cfg_file, rules, profiles_dir, warnings)
     _check_overlaps(specs, raw, cfg_file)
     specs = list(
         zip(
@@ -375,5 +393,5 @@ def load_config(file: Path | str, *, secrets: bool = True) -> AgentConfig:
         platforms=platform_specs(raw.platforms, site, points, cfg_file, secrets=secrets),
         web=web_spec(raw.web, raw.devices, cfg_file),
         operator=operator_spec(raw.operator, storage.dir, cfg_file),
-        warnings=tuple(shared_unit_warnings(raw, cfg_file)),
+        warnings=(*warnings, *shared_unit_warnings(raw, cfg_file)),
     )

@@ -14,10 +14,10 @@ from agent.config.errors import ConfigError
 from agent.config.schema import RawFieldMap, RawPlatform
 from agent.config.secrets import SecretError, resolve
 from agent.core.model import PointSpec, SiteSpec
-from agent.core.platformspec import DEFAULT_SCD, FieldMap, PlatformSpec
+from agent.core.platformspec import DEFAULT_SCD, NOT_SENT, FieldMap, PlatformSpec
 from agent.uplink.platforms.crypto import parse_key
 from agent.uplink.platforms.records import ALARM_FIELDS, TELEMETRY_FIELDS, template_names
-from agent.uplink.platforms.registry import ProfileEntry, profile
+from agent.uplink.platforms.registry import CodeProblem, ProfileEntry, profile
 
 MAX_PERIOD = 300.0  # Hebei V1.1: upload at least every 5 minutes
 MAX_LISTED = 20
@@ -103,7 +103,8 @@ def _decimals(
     raw: RawPlatform, chosen: Sequence[PointSpec], where: str, cfg_file: Path
 ) -> dict[str, int]:
     by_name = {f"{p.device}.{p.key}": p.code for p in chosen} | {p.code: p.code for p in chosen}
-    out: dict[str, int] = {}
+    # a point's own `decimals` (its wire decimals) unless this platform's point_decimals says
+    out: dict[str, int] = {p.code: min(p.decimals, 6) for p in chosen if p.decimals is not None}
     for key, d in raw.point_decimals.items():
         if key not in by_name:
             raise ConfigError(
@@ -131,8 +132,10 @@ def _checks(raw: RawPlatform, where: str, cfg_file: Path) -> None:
         if not ok:
             raise ConfigError(cfg_file, f"{where}.{key}", f"{getattr(raw, key)}: {what}")
     for key, code in raw.scd.items():
-        if not 0 <= code <= 99:
-            raise ConfigError(cfg_file, f"{where}.scd.{key}", f"{code}: must be 0..99")
+        if not (0 <= code <= 99 or code == NOT_SENT):
+            raise ConfigError(
+                cfg_file, f"{where}.scd.{key}", f"{code}: must be 0..99, or -1 (not sent)"
+            )
     try:
         ZoneInfo(raw.timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -150,6 +153,13 @@ def _keys(
     if key_text is None:
         raise ConfigError(cfg_file, f"{where}.key_file", "the platform's key is required")
     iv_text = _secret(raw, "iv", where, cfg_file)
+    if iv_text is None and entry.iv_required:
+        raise ConfigError(
+            cfg_file,
+            f"{where}.iv_file",
+            f"{entry.name} needs the IV the platform issued, beside the key: iv_file (or "
+            "iv_credential); it is not the key (the document's sample IV is 12345678)",
+        )
     try:
         key = parse_key(key_text, size, "the key")
         iv = key if iv_text is None else parse_key(iv_text, size, "the IV")
@@ -247,6 +257,9 @@ def platform_spec(
         telemetry=telemetry,
         alarm=alarm,
         codes=frozenset(p.code for p in chosen),
+        devices={
+            d: tuple(p.code for p in chosen if p.device == d) for d in {p.device for p in chosen}
+        },
         decimals=_decimals(raw, chosen, where, cfg_file),
         default_decimals=raw.decimals,
         period=raw.period,
@@ -261,9 +274,40 @@ def platform_spec(
         hex_upper=upper,
     )
     problem = None if entry.check is None else entry.check(spec)
-    if problem is not None:
+    if isinstance(problem, str):
         raise ConfigError(cfg_file, where, problem)
+    if problem:
+        _check_formats(entry, problem, raw=raw, where=where, chosen=chosen, cfg_file=cfg_file)
     return spec
+
+
+def _check_formats(
+    entry: ProfileEntry,
+    problems: Sequence[CodeProblem],
+    *,
+    raw: RawPlatform,
+    where: str,
+    chosen: Sequence[PointSpec],
+    cfg_file: Path,
+) -> None:
+    """The first code that breaks the profile's format, at the key path where it is set."""
+    if not problems:
+        return
+    first = problems[0]
+    if first.field == "point":
+        devices = list(dict.fromkeys(p.device for p in chosen))  # config order
+        p = next(p for p in chosen if p.code == first.value)
+        key = f"devices[{devices.index(p.device)}].override.{p.key}.code"
+        what = f"point code '{first.value}' of {p.device}.{p.key}"
+    else:
+        unset = isinstance(getattr(raw, first.field), msgspec.UnsetType)
+        site_key = "enterprise_code" if first.field == "enterprise_code" else "gateway_id"
+        key = f"site.{site_key}" if unset else f"{where}.{first.field}"
+        what = f"{first.field} '{first.value}'"
+    more = f" ({len(problems) - 1} more code(s) too)" if len(problems) > 1 else ""
+    raise ConfigError(
+        cfg_file, key, f"{what} is not what {entry.name} takes: expected {first.expected}{more}"
+    )
 
 
 def platform_specs(

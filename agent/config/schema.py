@@ -8,6 +8,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 Off = Literal["off"]
+Addressing = Literal["zero_based", "one_based", "modicon"]  # agent.config.addressing
 Threshold = float | Off | UnsetType
 
 
@@ -117,6 +118,7 @@ class RawPoint(_Strict):
     name_en: str = ""
     code: str | UnsetType = UNSET
     rule: RawRule | UnsetType = UNSET
+    decimals: int | UnsetType = UNSET  # on the wire (default: the point's resolution)
 
 
 class RawOverride(_Strict):
@@ -129,6 +131,7 @@ class RawOverride(_Strict):
     name_zh: str | UnsetType = UNSET
     name_en: str | UnsetType = UNSET
     rule: RawRule | UnsetType = UNSET
+    decimals: int | UnsetType = UNSET
 
 
 class RawDevice(_Strict):
@@ -138,6 +141,7 @@ class RawDevice(_Strict):
     profile: str | UnsetType = UNSET
     name_zh: str = ""
     read_mode: Literal["block", "point"] = "block"
+    addressing: Addressing | UnsetType = UNSET  # how point addresses are written (default 0-based)
     holes: list[int] = msgspec.field(default_factory=list)  # unmapped addresses (with profile's)
     points: list[RawPoint] = msgspec.field(default_factory=list)
     override: dict[str, RawOverride] = msgspec.field(default_factory=dict)
@@ -146,6 +150,7 @@ class RawDevice(_Strict):
 class RawProfile(_Strict):
     name: str
     points: list[RawPoint]
+    addressing: Addressing | UnsetType = UNSET  # how its addresses are written (default 0-based)
     holes: list[int] = msgspec.field(default_factory=list)  # unmapped addresses, any table
     description_zh: str = ""
     description_en: str = ""
@@ -163,6 +168,12 @@ class RawUplink(_Strict):
     max_inflight: int = 10
     backlog_records_per_s: float = 10_000.0
     health_interval: float = 60.0
+    # reconnect (agent.core.backoff.ReconnectPolicy; docs/config.md says why these defaults)
+    reconnect_initial: float = 0.1  # first probe after a loss
+    reconnect_cap: float = 0.25  # longest interval between probes while the broker is down
+    reconnect_jitter: float = 5.5  # MQTT CONNECTs spread over a cycle of this many s
+    reconnect_slot: int | UnsetType = UNSET  # this gateway's number in its fleet (phase)
+    reconnect_refused: float = 60.0  # wait after a refused login or a failed TLS handshake
     tls: bool | UnsetType = UNSET  # default: true when ca_file or cert_file is set
     ca_file: str | UnsetType = UNSET
     cert_file: str | UnsetType = UNSET
@@ -277,5 +288,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "order": ("ABCD", "CDAB", "BADC", "DCBA"),
     "table": ("holding", "input", "coil", "discrete"),
     "read_mode": ("block", "point"),
+    "addressing": ("zero_based", "one_based", "modicon"),
     "bus.parity": ("N", "E", "O"),
 }

@@ -12,6 +12,7 @@ import msgspec
 from agent.config.errors import ConfigError
 from agent.config.schema import RawStorage, RawUplink
 from agent.config.secrets import SecretError, resolve
+from agent.core.backoff import ReconnectPolicy, key_phase, slot_phase
 from agent.core.hosts import host_problem
 from agent.core.model import (
     BusSpec,
@@ -104,6 +105,32 @@ def _credentials(up: RawUplink, cfg_file: Path) -> Credentials | None:
     return Credentials(user, password or "")
 
 
+def _reconnect(up: RawUplink, client_id: str, cfg_file: Path) -> ReconnectPolicy:
+    checks = [
+        ("reconnect_initial", 0 < up.reconnect_initial <= 60, "must be above 0 and at most 60 s"),
+        ("reconnect_cap", up.reconnect_initial <= up.reconnect_cap <= 300,
+         "must be at least reconnect_initial and at most 300 s"),
+        ("reconnect_jitter", 0 <= up.reconnect_jitter <= 600, "must be 0 to 600 s"),
+        ("reconnect_refused", 1 <= up.reconnect_refused <= 3600, "must be 1 to 3600 s"),
+        ("reconnect_slot", isinstance(up.reconnect_slot, msgspec.UnsetType)
+         or up.reconnect_slot >= 0, "must be 0 or more"),
+    ]  # fmt: skip
+    for key, ok, what in checks:
+        if not ok:
+            raise ConfigError(cfg_file, f"uplink.{key}", f"{getattr(up, key)}: {what}")
+    return ReconnectPolicy(
+        initial=up.reconnect_initial,
+        cap=up.reconnect_cap,
+        jitter=up.reconnect_jitter,
+        refused=up.reconnect_refused,
+        phase=(
+            key_phase(client_id)
+            if isinstance(up.reconnect_slot, msgspec.UnsetType)
+            else slot_phase(up.reconnect_slot)
+        ),
+    )
+
+
 def uplink_spec(
     up: RawUplink, site: SiteSpec, cfg_file: Path, *, secrets: bool = True
 ) -> UplinkSpec:
@@ -123,11 +150,12 @@ def uplink_spec(
     problem = host_problem(up.host, tls_hint=True)
     if problem is not None:
         raise ConfigError(cfg_file, "uplink.host", problem)
+    client_id = _opt(up.client_id) or f"dust-agent-{site.gateway_id}"
     return UplinkSpec(
         host=up.host,
         port=up.port,
         topic_prefix=up.topic_prefix.strip("/"),
-        client_id=_opt(up.client_id) or f"dust-agent-{site.gateway_id}",
+        client_id=client_id,
         keepalive=up.keepalive,
         publish_timeout=up.publish_timeout,
         max_records_per_message=up.max_records_per_message,
@@ -137,6 +165,7 @@ def uplink_spec(
         health_interval=up.health_interval,
         tls=_tls(up, cfg_file),
         credentials=_credentials(up, cfg_file) if secrets else None,  # None: not read
+        reconnect=_reconnect(up, client_id, cfg_file),
     )
 
 

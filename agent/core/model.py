@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -10,6 +11,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from agent.core.backoff import ReconnectPolicy
 from agent.core.platformspec import PlatformSpec
 from agent.core.rulespec import NO_RULES, PointRules
 from agent.core.webspec import WebSpec
@@ -107,6 +109,11 @@ class PointSpec:
     # registers (or bits) of this point's device declared unmapped (`holes`, any table): the
     # read plan never spans them
     holes: tuple[int, ...] = ()
+    # decimals of the value on the wire (None: the point's resolution, agent.core.decimals)
+    decimals: int | None = None
+    # the address as the config wrote it when `addressing` is not zero_based ("40001"), else ""
+    written_address: str = ""
+    device_zh: str = ""  # the device's Chinese name ([[devices]] name_zh): Chinese alarm texts
 
     @property
     def width(self) -> int:
@@ -164,6 +171,8 @@ class UplinkSpec:
     health_interval: float = 60.0  # seconds between health messages (0 = off)
     tls: TlsSpec | None = None
     credentials: Credentials | None = None
+    # None: plain backoff (backoff_base doubling to backoff_cap); the config always sets one
+    reconnect: ReconnectPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +266,8 @@ Direction = Literal["high", "low", "none"]  # "none": kinds with no side (state,
 
 @dataclass(frozen=True, slots=True)
 class AlarmEvent:
-    """One alarm transition. `alarm_id` is stable for a (point, direction) across restarts."""
+    """One alarm transition. `alarm_id` (`<point code>:<slot>`, `<device>:comm_loss`) is stable
+    for one alarm of a point across restarts."""
 
     alarm_id: str
     point: str  # platform point code
@@ -277,6 +287,9 @@ class AlarmEvent:
     kind: str = "threshold"
     # Optional wire fields (docs/schema/alarm.schema.json): by, note, until, chattering, latched.
     extra: dict[str, object] = field(default_factory=dict)
+    # The point's own measured value at `ts` (NaN: none, e.g. comm_loss). `value` is the rule's
+    # quantity (a rate, a deviation, a count...), which equals it only for limit kinds.
+    reading: float = math.nan
 
     def to_record(self) -> dict[str, object]:
         """The JSON-ready form used on the wire and in the journal."""
@@ -295,6 +308,7 @@ class AlarmEvent:
             "threshold": self.threshold,
             "unit": self.unit,
             "ts": round(self.ts * 1000),
+            "reading": self.reading if math.isfinite(self.reading) else None,
             "text_zh": self.text_zh,
             "text_en": self.text_en,
         }

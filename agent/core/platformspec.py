@@ -8,10 +8,33 @@ from typing import Final
 
 Profile = str  # a registered platform profile (agent.uplink.platforms.registry): hebei_v1_1, mem
 
-# Our (direction, level) → the platform's status code `scd`. Hebei V1.1 names 0 (clear) and
-# 4 (high-high); the rest is a graded guess until a province's table says otherwise:
-# 1 low-low, 2 low, 3 high, 4 high-high. Keys: "clear", "<direction>.<level>",
-# "<kind>.<level>" or "<kind>" (most specific first; see scd_for).
+NOT_SENT: Final = -1  # an scd of -1: the kind is not sent to the platform as a status
+
+# Our alarm → the platform's status code `scd` (docs/platforms.md, "What each alarm kind
+# sends"). Hebei V1.1 names 0 (clear) and 4 (high-high); the rest is a graded guess until a
+# province's table says otherwise: 1 low-low, 2 low, 3 high, 4 high-high. Keys: "clear",
+# "<kind>.<direction>.<level>", "<kind>.<level>", "<kind>", "<direction>.<level>" (most
+# specific first; see scd_for).
+#
+# A platform event means "the point's measured value `avx` crossed the limit `threshold`".
+# Only threshold alarms (and state/idle, whose condition is on the point's own reading) are
+# that. The kinds below alarm on another quantity (a rate, a deviation from a baseline, a
+# drop, a count, a difference to another point) or on the sensor itself (stale, frozen, out
+# of range, 4-20 mA loop): sent as 3/4 they would tell the platform the reading is above its
+# high limit, which it is not. They stay local (journal, MQTT) unless a province's table
+# gives them a code (e.g. scd = { "rate.alarm" = 4 }). comm_loss is sent (for every point of
+# the device) with a code of its own, 5, not in the document: it explains missing values.
+NOT_LIMIT_KINDS: Final = (
+    "rate",
+    "deviation",
+    "difference",
+    "drop",
+    "count",
+    "stale",
+    "frozen",
+    "range",
+    "loop",
+)
 DEFAULT_SCD: Final[Mapping[str, int]] = {
     "clear": 0,
     "high.warning": 3,
@@ -23,6 +46,8 @@ DEFAULT_SCD: Final[Mapping[str, int]] = {
     "none.warning": 3,
     "none.alarm": 4,
     "none.critical": 4,
+    "comm_loss": 5,
+    **{kind: NOT_SENT for kind in NOT_LIMIT_KINDS},
 }
 
 
@@ -56,6 +81,8 @@ class PlatformSpec:
     alarm: FieldMap | None
     codes: frozenset[str]  # the point codes sent to this platform
     decimals: Mapping[str, int]  # per point code
+    # device -> the codes of its points sent to this platform (comm_loss goes to each)
+    devices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     default_decimals: int = 2
     period: float = 60.0  # seconds: one value per point and period (rtsData)
     scd: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_SCD))

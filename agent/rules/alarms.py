@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from agent.core.decimals import event_numbers, round_value
 from agent.core.model import AlarmEvent, Direction, Level, PointSpec
 from agent.rules.base import Kind
 from agent.rules.lifecycle import AlarmState, chattering
@@ -33,11 +34,13 @@ class ActiveAlarm:
     direction: Direction
     level: Level
     since: float  # source ts of the raise (the step out of normal)
-    value: float  # latest reading of the point (NaN if that reading was bad)
-    threshold: float  # threshold of the current level
-    unit: str
+    value: float  # what the rule measured at the last transition, in `unit` (NaN: unknown)
+    threshold: float  # threshold of the current level, in `unit`
+    unit: str  # the rule's unit: the point's, or e.g. degC/min (rate), /60 s (count), s (stale)
     acked: bool = False
     shelved_until: float | None = None
+    reading: float = math.nan  # latest reading of the point, in its own unit (NaN if bad)
+    reading_unit: str = ""
 
 
 class AlarmLookupError(LookupError):
@@ -87,6 +90,9 @@ class AlarmBook:
         if computed > st.computed:
             st.acked = False  # a new raise or escalation needs a new acknowledgement
         st.computed = computed
+        if computed:  # status shows what the rule measured, in its unit (not the reading)
+            st.value, st.threshold = event_numbers(spec, value, thr, unit)
+            st.unit = unit
         if spec.rules.latch:
             st.held = max(st.held, computed)
         eff = st.effective()
@@ -135,6 +141,7 @@ class AlarmBook:
             suffix=slot.suffix,
             unit=unit,
             extra=extra,
+            reading=float(self._value[spec.index]),  # the engine stored this frame's readings
         )
 
     def _resolve(self, alarm_id: str) -> tuple[int, Kind, int, int]:
@@ -176,7 +183,7 @@ class AlarmBook:
             transition=action,  # type: ignore[arg-type]
             level=level,
             prev_level=level,
-            value=float(self._value[spec.index]),
+            value=round_value(spec, float(self._value[spec.index])),
             threshold=math.nan if row is None else float(kind.rows.on[row, c]),
             unit=kind.unit_of_measure or spec.unit,
             ts=ts,
@@ -184,6 +191,7 @@ class AlarmBook:
             text_en=en,
             kind=slot.kind,
             extra={k: v for k, v in {"by": by, **extra}.items() if v not in (None, "")},
+            reading=float(self._value[spec.index]),
         )
 
     def ack(
@@ -327,11 +335,13 @@ class AlarmBook:
                     direction=slot.direction,
                     level=level,
                     since=st.since,
-                    value=float(self._value[spec.index]),
+                    value=st.value,
                     threshold=math.nan if row is None else float(kind.rows.on[row, c]),
-                    unit=kind.unit_of_measure or spec.unit,
+                    unit=(kind.unit_of_measure or spec.unit) if st.unit is None else st.unit,
                     acked=st.acked,
                     shelved_until=st.shelved_until,
+                    reading=round_value(spec, float(self._value[spec.index])),
+                    reading_unit=spec.unit,
                 )
             )
         out.sort(key=lambda a: (self._by_code[a.point], a.alarm_id))

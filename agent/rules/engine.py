@@ -70,6 +70,10 @@ class RuleEngine(AlarmBook):
 
     # -- the tick -------------------------------------------------------------------------
 
+    def latest(self, index: int) -> float:
+        """The latest reading of point `index` (NaN: none, or the last read failed)."""
+        return float(self._value[index])
+
     def step(self, frame: Frame) -> list[AlarmEvent]:
         """Advance the points in `frame` (unique indices); return the published changes.
 

@@ -25,6 +25,11 @@ class AlarmState:
     since: float = math.nan  # ts of the step out of normal
     shelved_until: float | None = None
     flips: deque[float] = field(default_factory=deque)
+    # what the rule measured at the last transition, in its own unit (rate: degC/min, count:
+    # per window, stale: s), and the threshold of that transition
+    value: float = math.nan
+    threshold: float = math.nan
+    unit: str | None = None
 
     def effective(self) -> int:
         return max(self.computed, self.held)
@@ -44,6 +49,9 @@ class AlarmState:
             "acked": self.acked,
             "since": None if math.isnan(self.since) else self.since,
             "shelved_until": self.shelved_until,
+            "value": None if math.isnan(self.value) else self.value,
+            "threshold": None if math.isnan(self.threshold) else self.threshold,
+            "unit": self.unit,
         }
 
     @classmethod
@@ -57,7 +65,14 @@ class AlarmState:
             acked=bool(d.get("acked", False)),
             since=math.nan if since is None else float(since),
             shelved_until=None if until is None else float(until),
+            value=_num(d.get("value")),
+            threshold=_num(d.get("threshold")),
+            unit=d.get("unit") if isinstance(d.get("unit"), str) else None,
         )
+
+
+def _num(v: Any) -> float:
+    return float(v) if isinstance(v, int | float) else math.nan
 
 
 def chattering(st: AlarmState, ts: float, limit: int) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 
+from agent.core.decimals import event_numbers
 from agent.core.model import AlarmEvent, Direction, Level, PointSpec, Transition
 from agent.rules import registry
 
@@ -58,11 +59,21 @@ def qty(v: float, unit: str) -> str:
     return f"{num(v)} {unit}" if unit else num(v)
 
 
+def device_zh(spec: PointSpec) -> str:
+    """The device as Chinese texts name it: its `name_zh` where configured, else its name."""
+    return spec.device_zh or spec.device
+
+
+def heads(spec: PointSpec) -> tuple[str, str]:
+    """The (Chinese, English) subject of a text: the device and the point."""
+    return f"{device_zh(spec)} {spec.name_zh}", f"{spec.device} {spec.name_en}"
+
+
 def _threshold_texts(
     spec: PointSpec, direction: Direction, prev: int, new: int, *, v: str, t: str
 ) -> tuple[str, str]:
     transition = transition_of(prev, new)
-    zh_head, en_head = f"{spec.device} {spec.name_zh}", f"{spec.device} {spec.name_en}"
+    zh_head, en_head = heads(spec)
     beyond, inside = ("≥", "≤") if direction == "high" else ("≤", "≥")
     if transition in ("raise", "escalate"):
         zh_word, en_word = LEVEL_WORDS[new]
@@ -86,7 +97,7 @@ def _kind_texts(
     spec: PointSpec, kind: str, prev: int, new: int, *, v: str, t: str
 ) -> tuple[str, str]:
     zh_kind, en_kind = kind_words(kind)
-    zh_head, en_head = f"{spec.device} {spec.name_zh}", f"{spec.device} {spec.name_en}"
+    zh_head, en_head = heads(spec)
     transition = transition_of(prev, new)
     if kind in ("state", "idle"):
         detail_zh, detail_en = f"状态值 {v}", f"state {v}"
@@ -120,9 +131,12 @@ def make_event(
     suffix: str | None = None,
     unit: str | None = None,
     extra: dict[str, object] | None = None,
+    reading: float = math.nan,
 ) -> AlarmEvent:
-    """The event (with zh/en texts) for one level change of one alarm of a point."""
+    """The event (with zh/en texts) for one level change of one alarm of a point; `reading`
+    is the point's own measured value at `ts` (`value` is the rule's quantity)."""
     unit = spec.unit if unit is None else unit
+    value, threshold = event_numbers(spec, float(value), float(threshold), unit)
     v, t = qty(value, unit), qty(threshold, unit)
     if kind == "threshold":
         text_zh, text_en = _threshold_texts(spec, direction, prev, new, v=v, t=t)
@@ -137,14 +151,15 @@ def make_event(
         transition=transition_of(prev, new),
         level=LEVELS[new],
         prev_level=LEVELS[prev],
-        value=float(value),
-        threshold=float(threshold),
+        value=value,
+        threshold=threshold,
         unit=unit,
         ts=float(ts),
         text_zh=text_zh,
         text_en=text_en,
         kind=kind,
         extra=extra or {},
+        reading=float(reading),
     )
 
 
@@ -157,7 +172,7 @@ def operator_texts(
 ) -> tuple[str, str]:
     """Texts of an operator action on an alarm: ack, shelve, unshelve."""
     zh_kind, en_kind = kind_words(kind)
-    zh_head = f"{spec.device} {spec.name_zh} {zh_kind}"
+    zh_head = f"{device_zh(spec)} {spec.name_zh} {zh_kind}"
     en_head = f"{spec.device} {spec.name_en} {en_kind}"
     if action == "ack":
         return f"{zh_head} 报警已确认（{by}）", f"{en_head} alarm acknowledged by {by}"

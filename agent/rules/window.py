@@ -199,3 +199,7 @@ class Count(Kind):
         m = total - start
         m[~ok] = np.nan
         return m[None, :]
+
+    def describe(self, row: int, col: int, x: float, m: float) -> tuple[float, float, str]:
+        """Events counted in the window, "per <window>" (not the raw counter reading)."""
+        return m, float(self.rows.on[row, col]), f"/{self.specs[col].rules.count_window:g} s"

@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 STATE_FILE = "alarm_state.json"
 APPLY_TIMEOUT = 10.0  # seconds a request may wait for the rules stage
 _LEVEL_KEYS = ("published", "computed", "held")
-_STATE_KEYS = frozenset({*_LEVEL_KEYS, "acked", "since", "shelved_until"})
+_STATE_KEYS = frozenset(
+    {*_LEVEL_KEYS, "acked", "since", "shelved_until", "value", "threshold", "unit"}
+)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -81,6 +83,12 @@ def state_problem(data: object) -> str | None:
         for k in ("since", "shelved_until"):
             if not _time_or_none(d.get(k)):
                 return f"alarm {aid!r}: {k} must be a finite time or null"
+        for k in ("value", "threshold"):  # the rule's measure and limit, for status
+            v = d.get(k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+                return f"alarm {aid!r}: {k} must be a number or null"
+        if not isinstance(d.get("unit", ""), str):
+            return f"alarm {aid!r}: unit must be a string"
     return None
 
 

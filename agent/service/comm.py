@@ -12,9 +12,12 @@ events (event stream, docs/payloads.md), drained by the same rules stage.
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
-from agent.core.model import AlarmEvent
+from agent.core.model import AlarmEvent, PointSpec
 from agent.source.poller import DeviceChange, LinkChange
 from agent.store.outbox import Entry
 from agent.uplink.payload import encode_event
@@ -22,15 +25,22 @@ from agent.uplink.payload import encode_event
 MAX_PENDING = 10_000
 
 
-def comm_loss_events(change: DeviceChange) -> list[AlarmEvent]:
-    """The alarm transitions for one DeviceChange (one per device on that unit)."""
+def comm_loss_events(
+    change: DeviceChange, names_zh: Mapping[str, str] | None = None
+) -> list[AlarmEvent]:
+    """The alarm transitions for one DeviceChange (one per device on that unit); Chinese texts
+    name a device by its `name_zh` where `names_zh` has one."""
     out = []
     where = f"bus {change.bus} unit {change.unit}"
     for device in change.devices:
+        zh_name = (names_zh or {}).get(device) or device
         if change.lost:
-            zh, en = f"{device} 通讯中断", f"{device} communication lost ({where}): {change.reason}"
+            zh, en = (
+                f"{zh_name} 通讯中断",
+                f"{device} communication lost ({where}): {change.reason}",
+            )
         else:
-            zh, en = f"{device} 通讯恢复", f"{device} communication restored ({where})"
+            zh, en = f"{zh_name} 通讯恢复", f"{device} communication restored ({where})"
         out.append(
             AlarmEvent(
                 alarm_id=f"{device}:comm_loss",
@@ -53,16 +63,41 @@ def comm_loss_events(change: DeviceChange) -> list[AlarmEvent]:
     return out
 
 
+def with_readings(
+    events: list[AlarmEvent], points: Sequence[PointSpec], latest: Callable[[int], float]
+) -> list[AlarmEvent]:
+    """comm_loss clears with the readings of the device's points (`readings`: {code: value})
+    from `latest(index)` (the engine's latest reading), so that a platform that gets the
+    points' status back also gets their measured values; raises have none."""
+    out = []
+    for ev in events:
+        readings = {}
+        if ev.kind == "comm_loss" and ev.level is None:
+            readings = {
+                p.code: v
+                for p in points
+                if p.device == ev.device and math.isfinite(v := latest(p.index))
+            }
+        out.append(replace(ev, extra={**ev.extra, "readings": readings}) if readings else ev)
+    return out
+
+
 class CommAlarms:
     """Pending comm_loss events between the pollers and the rules stage (bounded)."""
 
-    def __init__(self, cap: int = MAX_PENDING) -> None:
+    def __init__(self, cap: int = MAX_PENDING, names_zh: Mapping[str, str] | None = None) -> None:
         self._pending: deque[AlarmEvent] = deque()
         self.cap = cap
         self.dropped = 0
+        self.active: dict[str, AlarmEvent] = {}  # raised and not cleared, by alarm id (status)
+        self.names_zh = dict(names_zh or {})  # device -> its Chinese name, for the texts
 
     def note(self, change: DeviceChange) -> None:
-        for ev in comm_loss_events(change):
+        for ev in comm_loss_events(change, self.names_zh):
+            if ev.transition == "raise":
+                self.active[ev.alarm_id] = ev
+            else:
+                self.active.pop(ev.alarm_id, None)
             if len(self._pending) >= self.cap:
                 self._pending.popleft()
                 self.dropped += 1

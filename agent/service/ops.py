@@ -22,7 +22,9 @@ from typing import Any, Protocol
 from agent import __version__
 from agent.core.model import AgentConfig, Frame
 from agent.rules import RuleEngine
+from agent.service.alarm_status import comm_loss_status, rule_alarm_status
 from agent.service.clock import ClockMonitor
+from agent.service.comm import CommAlarms
 from agent.service.delivery import DeliveryWatch, stall_limit
 from agent.service.runtime_status import DeviceTracker
 from agent.service.status_file import StatusFile
@@ -61,6 +63,7 @@ class OpsHost(Protocol):
     store: StoreGuard
     forwarder: Forwarder  # the MQTT uplink
     platforms: list[Forwarder]  # the [[platforms]] uplinks
+    comm: CommAlarms  # the active comm_loss alarms (they bypass the engine)
 
 
 class Ops:
@@ -249,23 +252,9 @@ class Ops:
 
 
 def _active_alarms(agent: OpsHost) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for a in agent.engine.active():
-        out.append(
-            {
-                "alarm_id": a.alarm_id,
-                "point": a.point,
-                "device": a.device,
-                "key": a.key,
-                "direction": a.direction,
-                "level": a.level,
-                "since": _ms(a.since),
-                "value": None if math.isnan(a.value) else a.value,
-                "threshold": a.threshold,
-                "unit": a.unit,
-            }
-        )
-    return out
+    """Every active alarm: the comm_loss alarms of the pollers, then the rules' alarms, each
+    with what its rule measures in the rule's unit (agent.service.alarm_status)."""
+    return [*comm_loss_status(agent.comm.active.values()), *rule_alarm_status(agent.engine)]
 
 
 def _ms(ts: float) -> int | None:

@@ -16,8 +16,10 @@ import numpy.typing as npt
 
 from agent.core.model import AgentConfig, Frame, Quality
 from agent.source.poller import BusPoller
+from drivers.registry import driver
 
 _BAD_MASK = np.uint8(0xFF & ~int(Quality.CLOCK_UNSYNCED))
+_BUSY = np.uint8(Quality.BUSY)
 
 
 def _ms(ts: float) -> int | None:
@@ -31,6 +33,7 @@ class DeviceTracker:
         self.last_good = np.full(n, np.nan)  # wall ts of the last good reading per point
         self.last_seen = np.full(n, np.nan)  # wall ts of the last reading, good or not
         self.last_bad = np.zeros(n, dtype=bool)
+        self.last_busy = np.zeros(n, dtype=bool)  # the last reading had Quality.BUSY
         self.devices: dict[str, list[tuple[str, int, npt.NDArray[np.intp]]]] = {}
         by_dev: dict[tuple[str, str, int], list[int]] = {}
         for p in cfg.points:
@@ -43,6 +46,7 @@ class DeviceTracker:
         bad = (frame.quality & _BAD_MASK) != 0
         self.last_seen[idx] = frame.ts
         self.last_bad[idx] = bad
+        self.last_busy[idx] = (frame.quality & _BUSY) != 0
         good = idx[~bad]
         self.last_good[good] = frame.ts[~bad]
 
@@ -58,7 +62,10 @@ class DeviceTracker:
                 seen = not np.isnan(self.last_seen[idx]).all()
                 ok = seen and not self.last_bad[idx].all()
                 state = "quarantined" if unit in quarantined else ("ok" if ok else "down")
-                if state != "quarantined" and poller is not None and poller.health.degraded(unit):
+                busy = int(self.last_busy[idx].sum()) if seen else 0
+                if state != "quarantined" and (
+                    busy or (poller is not None and poller.health.degraded(unit))
+                ):
                     state = "degraded"  # a request stayed busy (exception 5/6) last cycle
                 if not seen:
                     state = "unknown"
@@ -70,13 +77,16 @@ class DeviceTracker:
                         "state": state,
                         "points": int(idx.shape[0]),
                         "bad_points": int(self.last_bad[idx].sum()) if seen else 0,
+                        "busy_points": busy,
                         "last_good": None if np.isnan(lg).all() else _ms(float(np.nanmax(lg))),
                     }
                 )
             entry: dict[str, Any] = {
                 "name": bus.name,
                 "type": bus.type,
-                "target": f"{bus.host}:{bus.port}",
+                # an RTU line's serial port; a TCP endpoint's host:port
+                "target": bus.serial_port or f"{bus.host}:{bus.port}",
+                "endpoint": driver(bus.type).endpoint(bus),
                 "poll_interval": bus.poll_interval,
                 "devices": devices,
             }

@@ -14,7 +14,7 @@ from agent.core.model import AgentConfig, AlarmEvent, Frame
 from agent.rules import RuleEngine
 from agent.service.ack import AlarmOps, make_journal
 from agent.service.clock import ClockMonitor
-from agent.service.comm import BusLinkEvents, CommAlarms
+from agent.service.comm import BusLinkEvents, CommAlarms, with_readings
 from agent.service.health import Health
 from agent.service.ops import Ops
 from agent.service.reload import reload_config
@@ -56,12 +56,14 @@ class Agent:
         self.journal = make_journal(cfg)
         self.frames: asyncio.Queue[Frame] = asyncio.Queue(FRAME_QUEUE_SIZE)
         self.clock = ClockMonitor()
-        self.comm = CommAlarms()  # comm_loss alarms from the pollers (device quarantine)
+        # comm_loss alarms from the pollers (device quarantine)
+        self.comm = CommAlarms(names_zh={p.device: p.device_zh for p in cfg.points})
         self.links = BusLinkEvents()  # bus_down / bus_up events from the pollers
         self.pollers = self._make_pollers()
         self.forwarder = self._make_forwarder()
         self.platforms: list[Forwarder] = [  # [[platforms]]: HTTP uplinks beside MQTT
-            make_platform_forwarder(self.outbox.consumer(p.name), p) for p in cfg.platforms
+            make_platform_forwarder(self.outbox.consumer(p.name), p, cfg.storage.dir)
+            for p in cfg.platforms
         ]
         self.ops = Ops(self, self.clock)
         self.health = Health(cfg, self.outbox, self.forwarder, self.store, self.ops.status)
@@ -196,7 +198,10 @@ class Agent:
                 batch.append(self.frames.get_nowait())
             entries: list[Entry] = self.links.drain() + self.alarm_ops.drain()
             for frame in batch:
-                events = self.comm.drain() + self.alarm_ops.step(frame)
+                comm = self.comm.drain()
+                events = self.alarm_ops.step(frame)
+                if comm:  # a restore carries the device's first readings (platforms: avx)
+                    events = with_readings(comm, points, self.engine.latest) + events
                 entries.append(encode_telemetry(frame, points))
                 if events:
                     events = await self._journal(events)

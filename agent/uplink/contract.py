@@ -14,6 +14,13 @@ alarms first. An uplink supplies only:
   message (MQTT: PUBACK; HTTP: 200 and code 200), or raises UplinkError; the connection is
   then considered broken. Up to `Policy.max_inflight` sends run at once (plus side
   messages). A send is never called after `close()` until the next `connect()`.
+- `probe()` (optional, the `Probing` protocol): a cheap reachability check that sends nothing
+  (MQTT: a TCP connect to host:port, closed at once); raises UplinkError naming the cause.
+  With a `Policy.reconnect`, the loop probes while the upstream is down and connects only
+  after a probe succeeded and a random spread delay passed (agent.core.backoff.ReconnectPolicy).
+- `connect()` raises UplinkRefused (an UplinkError) when the upstream answered and said no
+  (MQTT: a CONNACK refusal such as bad credentials, or a failed TLS handshake); the loop then
+  waits long before it tries again.
 - `close(clean=True)` says goodbye (MQTT: retained "offline", DISCONNECT); `close(clean=False)`
   drops the link (MQTT: the broker sends the last will). Never raises; safe when not connected.
 
@@ -22,8 +29,10 @@ alarms first. An uplink supplies only:
 - `encode(batch)` turns one leased batch into the messages that carry it: no I/O, and a pure
   function of the batch and the codec's committed state. An empty list means the uplink
   has nothing to send for it (e.g. gateway events on a platform): the batch is acked at once.
-- `acked(batch)` is called once the batch was acknowledged in the outbox, so a codec may
-  commit state that depends on delivery (a platform's sampling windows).
+- `acked(batch)` is called once every message of the batch was acknowledged by the upstream,
+  just before the batch is acked in the outbox, so a codec may commit state that depends on
+  delivery (a platform's sampling windows and point status): a crash in between sends the
+  batch again, encoded against that state, instead of forgetting what was delivered.
 
 The loop's guarantees, given these:
 
@@ -40,13 +49,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from agent.core.backoff import ReconnectPolicy
 from agent.store.outbox import Batch
 
 
 class UplinkError(Exception):
     """The upstream cannot be reached or did not acknowledge; the message says why."""
+
+
+class UplinkRefused(UplinkError):
+    """The upstream answered and refused us (bad credentials, TLS): retrying soon cannot help."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +87,11 @@ class Policy:
     # True: a successful connect() proves the link (MQTT CONNACK); False: only an
     # acknowledged message does (HTTP: connect() merely makes a client)
     connect_confirms: bool = True
+    # set (and the uplink `Probing`): probe while down, then connect after a random spread
+    reconnect: ReconnectPolicy | None = None
+    # > 0: while alarms are pending, retry a failed upstream at least this often (seconds),
+    # whatever the backoff; 0: the backoff alone
+    alarm_probe: float = 0.0
 
 
 class Uplink(Protocol):
@@ -88,6 +107,13 @@ class Uplink(Protocol):
     async def publish(self, topic: str, payload: bytes) -> None: ...
 
     async def close(self, *, clean: bool) -> None: ...
+
+
+@runtime_checkable
+class Probing(Protocol):
+    """An uplink that can check reachability without connecting; see the module docstring."""
+
+    async def probe(self) -> None: ...
 
 
 class Codec(Protocol):

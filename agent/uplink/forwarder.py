@@ -13,8 +13,12 @@ must do and what the loop guarantees). The loop:
   rows are acked in the outbox only after every message of it was acknowledged.
 - Failure: any UplinkError drops the link; every unacknowledged batch is kept and sent
   again (same seq numbers) after a reconnect with backoff (agent.core.backoff, reset after
-  a stable session). Duplicates are bounded by the in-flight window: max_inflight messages
-  per failure or crash.
+  a stable session), or, with a `Policy.reconnect` and an uplink that can probe (MQTT),
+  after probes found the upstream back and a random spread passed (agent.uplink.reconnect).
+  Duplicates are bounded by the in-flight window: max_inflight messages per failure or crash.
+- Logs: one warning when an outage starts, naming the cause a connect attempt got ("connection
+  refused", "not authorised"; a lost link alone only says the socket went away), and one line
+  when it ends.
 """
 
 from __future__ import annotations
@@ -29,14 +33,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.core.backoff import Backoff
+from agent.core.backoff import Backoff, Reconnect
 from agent.core.model import SiteSpec, UplinkSpec
-from agent.store.outbox import Batch, Outbox, OutboxConsumer
-from agent.uplink.contract import Codec, Message, Policy, Uplink, UplinkError
+from agent.store.outbox import Batch, Outbox, OutboxConsumer, OutboxError
+from agent.uplink.contract import (
+    Codec,
+    Message,
+    Policy,
+    Probing,
+    Uplink,
+    UplinkError,
+    UplinkRefused,
+)
 from agent.uplink.payload import MqttCodec
+from agent.uplink.reconnect import OutageLog, wait_until_reachable
 
 log = logging.getLogger(__name__)
 
+STOP_GRACE = 3.0  # seconds sent messages get for their acknowledgement when the agent stops
 IDLE_WAIT = 1.0  # seconds between outbox re-checks when nothing is pending
 # In the first session after start-up, records produced this little before the connection came
 # up (the first poll cycles racing the first connect) are live, not backfill. After an outage
@@ -128,10 +142,16 @@ class Forwarder:
         self.uplink, self.codec, self.policy = uplink, codec, policy
         self.labels = labels or {}  # extra fields of this uplink's health entry
         self.backoff = Backoff(policy.backoff_base, policy.backoff_cap, policy.stable_after)
+        self.reconnect = (
+            Reconnect(policy.reconnect)
+            if policy.reconnect is not None and isinstance(uplink, Probing)
+            else None
+        )
+        self._refused = False  # the last connect was refused (long wait before the next)
+        self.outage = OutageLog(self.consumer.name, uplink.target, log)
         self.backlog = TokenBucket(policy.backlog_rate, max(policy.backlog_rate, 1.0))
         self.stats = ForwarderStats()
         self._open = False  # connect() succeeded and no failure since
-        self._down_since: float | None = None  # monotonic time of the first failure in a row
         # a failed publish_side: an idle drain loop (nothing stored, e.g. the disk is full)
         # would not notice the dead link otherwise, so the health messages would stop for good
         self._side_error: UplinkError | None = None
@@ -166,9 +186,9 @@ class Forwarder:
                             await self.consumer.set_live_boundary(live)
                         await self._drain()
                     except UplinkError as exc:
-                        self._failed(exc)
+                        self._failed(exc, lost=self.reconnect is not None)
                         await self.uplink.close(clean=False)
-                await asyncio.sleep(self.backoff.next_delay())
+                await self._pause()
                 self.stats.reconnects += 1
         except asyncio.CancelledError:
             self.stats.connected = False
@@ -177,13 +197,48 @@ class Forwarder:
                 await self.uplink.close(clean=True)
             raise
 
+    async def _pause(self) -> None:
+        """The wait before the next connect: probes then a spread (MQTT), or the plain backoff,
+        cut short by `alarm_probe` while alarms are pending."""
+        state, uplink = self.reconnect, self.uplink
+        if state is None or not isinstance(uplink, Probing):
+            await self._backoff(self.backoff.next_delay())
+            return
+        state.lost()
+        await wait_until_reachable(
+            uplink, state, refused=self._refused, failed=self._failed, tick=self._tick
+        )
+
+    def _tick(self) -> None:
+        self.stats.last_progress = time.monotonic()
+
+    async def _backoff(self, delay: float) -> None:
+        """The backoff before the next attempt, cut to `alarm_probe` s while alarms are pending
+        (a new alarm is tried soon after the upstream is back, not after the whole backoff;
+        at most one attempt per `alarm_probe` s, so a dead upstream is not hammered)."""
+        probe = self.policy.alarm_probe
+        if probe <= 0 or delay <= probe:
+            await asyncio.sleep(delay)
+            return
+        end = time.monotonic() + delay
+        await asyncio.sleep(probe)
+        while (left := end - time.monotonic()) > 0:
+            try:
+                if (await self.consumer.pending()).get("alarm", 0) > 0:
+                    return
+            except OutboxError:  # the store cannot say: the backoff as it is
+                pass
+            await asyncio.sleep(min(left, probe, IDLE_WAIT))
+
     async def _connect(self) -> bool:
         try:
             await self.uplink.connect()
         except UplinkError as exc:
+            self._refused = isinstance(exc, UplinkRefused)
             self._failed(exc)
             await self.uplink.close(clean=False)
             return False
+        self._refused = False
         self._open = True
         self._side_error = None
         self.stats.connects += 1
@@ -194,28 +249,18 @@ class Forwarder:
     def _up(self) -> None:
         """The link is proven (connected, or a first acknowledgement)."""
         self.backoff.connected()
+        if self.reconnect is not None:
+            self.reconnect.connected()
         self.stats.connected = True
-        if self._down_since is not None:
-            log.info(
-                "uplink %s (%s) is back after %.0f s; sending the backlog",
-                self.name,
-                self.uplink.target,
-                time.monotonic() - self._down_since,
-            )
-            self._down_since = None
-        elif self.stats.connects == 1:
-            log.info("uplink %s (%s) connected", self.name, self.uplink.target)
+        self.outage.up(first=self.stats.connects == 1)
 
-    def _failed(self, exc: UplinkError) -> None:
+    def _failed(self, exc: UplinkError, *, lost: bool = False) -> None:
+        """A connect, probe or send failed (lost: a working link broke; see OutageLog)."""
         self._open = False
         self.stats.connected = False
         self.stats.failures += 1
         self.stats.last_error = str(exc)
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-            log.warning("uplink down: %s; data is kept in the outbox and retried", exc)
-        else:
-            log.debug("uplink %s still down: %s", self.name, exc)
+        self.outage.failed(exc, lost=lost)
 
     async def _drain(self) -> None:
         """Send until the link fails (UplinkError); unacknowledged batches are kept."""
@@ -243,12 +288,32 @@ class Forwarder:
                     leased.append(slot)
                     queue.extend((slot, m) for m in msgs)
         finally:
+            task = asyncio.current_task()
+            if inflight and task is not None and task.cancelling():
+                await self._finish(inflight)
             for task in inflight:
                 task.cancel()
             await asyncio.gather(*inflight, return_exceptions=True)
             for slot in leased:
                 if not slot.done:
                     self.consumer.keep(slot.batch)
+
+    async def _finish(self, inflight: dict[asyncio.Task[None], _Slot]) -> None:
+        """On stop: messages already sent get STOP_GRACE s for their acknowledgement, and the
+        batches that were fully acknowledged are acked in the outbox, so what the far end
+        accepted is not sent again after a restart (a platform cannot drop duplicates)."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait(list(inflight), timeout=STOP_GRACE)
+        complete: list[_Slot] = []
+        for t in [t for t in inflight if t.done() and not t.cancelled()]:
+            if t.exception() is None:
+                slot = inflight.pop(t)
+                slot.left -= 1
+                if slot.left == 0:
+                    complete.append(slot)
+        if complete:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._acked(complete)
 
     async def _next(
         self, inflight: dict[asyncio.Task[None], _Slot]
@@ -310,13 +375,14 @@ class Forwarder:
                 raise UplinkError(f"a send to {self.name} was cancelled")
 
     async def _acked(self, slots: list[_Slot]) -> None:
+        for s in slots:  # before the outbox ack: a crash in between resends, never forgets
+            self.codec.acked(s.batch)
         await self.consumer.ack(*(s.batch for s in slots))
         if not self.stats.connected:
             self._up()
         for s in slots:
             s.done = True
             b = s.batch
-            self.codec.acked(b)
             self.stats.records += b.records
             self.stats.acked_rows += len(b.rows)
             if b.backfill:
@@ -367,6 +433,7 @@ def mqtt_policy(spec: UplinkSpec, stable_after: float = 30.0) -> Policy:
         backoff_base=spec.backoff_base,
         backoff_cap=spec.backoff_cap,
         stable_after=stable_after,
+        reconnect=spec.reconnect,
     )
 
 

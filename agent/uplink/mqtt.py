@@ -2,27 +2,31 @@
 
 Every aiomqtt/paho error is translated here, once, into agent.uplink.contract.UplinkError with a
 message an installer can act on ("cannot reach MQTT broker 127.0.0.1:1883: connection
-refused").
+refused"); a CONNACK refusal or a failed TLS handshake is UplinkRefused. `probe()` is the cheap
+reachability check the forwarding loop runs while the broker is down (a TCP connect, closed at
+once, no MQTT), and it names the cause the same way ("connection refused", "host unreachable").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import re
 import socket
 import ssl
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiomqtt
 
 from agent import __version__
 from agent.core.model import SiteSpec, UplinkSpec
-from agent.uplink.contract import UplinkError
+from agent.uplink.contract import UplinkError, UplinkRefused
 from agent.uplink.payload import build_status
 
-__all__ = ["MqttUplink", "UplinkError", "tls_context"]
+__all__ = ["MqttUplink", "UplinkError", "UplinkRefused", "tls_context"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,41 @@ _CLIENT_LOG.setLevel(logging.ERROR)
 CONSUMER = "mqtt"  # the MQTT uplink's outbox consumer name (and its key in health "uplinks")
 
 _ERRNO = re.compile(r"^\[Errno -?\d+\]\s*")
+PROBE_TIMEOUT = 3.0  # seconds a probe's TCP connect may take (a black-holed host)
+# CONNACK codes (MQTT 3.1.1 and 5) that say "not you, not like this": protocol version, client
+# id, credentials, authorisation, banned, bad auth method
+_REFUSED_RC = frozenset({1, 2, 4, 5, 132, 133, 134, 135, 138, 140})
+# what an OSError from a connect means, in the words an installer searches for
+_OS_CAUSE = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ECONNRESET: "connection reset",
+    errno.ETIMEDOUT: "connection timed out",
+}
+# paho's codes for "the socket is gone" (NO_CONN, CONN_LOST): the cause is not in the code
+_GONE_RC = frozenset({4, 7})
+
+
+def os_cause(exc: OSError) -> str:
+    """A short lower-case cause for a socket error ("connection refused", "host unreachable")."""
+    if isinstance(exc, socket.gaierror):
+        return "host name not found"
+    known = _OS_CAUSE.get(exc.errno or 0)
+    if known:
+        return known
+    if isinstance(exc, TimeoutError):
+        return "connection timed out"
+    text = _ERRNO.sub("", str(exc)).strip() or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
+def _rc(exc: aiomqtt.MqttError) -> int | None:
+    """The MQTT/paho code of an aiomqtt error as an int (paho gives a ReasonCode or an int)."""
+    if not isinstance(exc, aiomqtt.MqttCodeError) or exc.rc is None:
+        return None
+    rc: Any = exc.rc
+    return int(getattr(rc, "value", rc))
 
 
 class _ClosingSSLSocket(ssl.SSLSocket):
@@ -115,6 +154,22 @@ class MqttUplink:
     def connected(self) -> bool:
         return self._client is not None
 
+    async def probe(self) -> None:
+        """Open a TCP connection to the broker and close it at once (no MQTT); UplinkError
+        naming the cause when that fails. The broker sees an accept and an EOF, nothing else."""
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                _, writer = await asyncio.open_connection(self.spec.host, self.spec.port)
+        except TimeoutError as exc:
+            raise UplinkError(
+                f"cannot reach MQTT broker {self._where}: no answer within {PROBE_TIMEOUT:g} s"
+            ) from exc
+        except OSError as exc:
+            raise UplinkError(f"cannot reach MQTT broker {self._where}: {os_cause(exc)}") from exc
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
     async def connect(self) -> None:
         """CONNECT with a retained "offline" will, then publish the retained "online" birth."""
         await self.close(clean=False)
@@ -145,9 +200,10 @@ class MqttUplink:
         except aiomqtt.MqttError as exc:
             if not isinstance(exc.__context__, OSError):  # a socket is open: end it
                 await self._end(client)
-            raise UplinkError(self._explain_connect(exc)) from exc
+            raise self._connect_error(exc) from exc
         except OSError as exc:  # e.g. a TLS handshake failure raised past aiomqtt
-            raise UplinkError(self._explain_os(exc)) from exc
+            kind = UplinkRefused if _tls_refusal(exc) else UplinkError
+            raise kind(self._explain_os(exc)) from exc
         except BaseException:  # cancelled mid-handshake: leave no half-open socket behind
             await self._end(client)
             raise
@@ -225,6 +281,11 @@ class MqttUplink:
             async with asyncio.timeout(DROP_WAIT):
                 await client.__aexit__(None, None, None)
 
+    def _connect_error(self, exc: aiomqtt.MqttError) -> UplinkError:
+        cause = exc.__cause__ or exc.__context__
+        refused = _tls_refusal(cause) if isinstance(cause, OSError) else _rc(exc) in _REFUSED_RC
+        return (UplinkRefused if refused else UplinkError)(self._explain_connect(exc))
+
     def _explain_os(self, exc: OSError) -> str:
         where = self._where
         if isinstance(exc, ssl.SSLCertVerificationError):
@@ -241,22 +302,18 @@ class MqttUplink:
                 "the port speaks TLS and, if the broker requires a client certificate, "
                 "uplink.cert_file/key_file"
             )
-        return f"cannot reach MQTT broker {where}: {exc}"
+        if self._tls is not None and isinstance(exc, ConnectionResetError | ssl.SSLEOFError):
+            # the TCP connect succeeded (or it would be "refused"): the handshake was cut off
+            return (
+                f"TLS handshake with MQTT broker {where} failed: {os_cause(exc)} by the broker; "
+                "check that the port speaks TLS"
+            )
+        return f"cannot reach MQTT broker {where}: {os_cause(exc)}"
 
     def _explain_connect(self, exc: aiomqtt.MqttError) -> str:
         where = self._where
         cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, OSError) and isinstance(cause, ssl.SSLError):
-            return self._explain_os(cause)
-        if isinstance(exc, aiomqtt.MqttCodeError) and exc.rc in (4, 5, 134, 135):
-            return (
-                f"MQTT broker {where} refused the login ({exc}); check the username and "
-                "password files (uplink.username_file / password_file or the credentials)"
-            )
-        if isinstance(exc, aiomqtt.MqttCodeError) and exc.rc is not None:
-            return f"MQTT broker {where} refused the connection: {exc}"
-        text = _ERRNO.sub("", str(exc)).strip() or type(exc).__name__
-        if text == "Operation timed out":
+        if str(exc) == "Operation timed out":  # aiomqtt's wait for the CONNACK
             limit = self.spec.publish_timeout
             hint = ""
             tls = self.spec.tls
@@ -268,6 +325,17 @@ class MqttUplink:
                     "set uplink.cert_file/key_file"
                 )
             return f"cannot reach MQTT broker {where}: no CONNACK within {limit:g} s{hint}"
+        if isinstance(cause, OSError):
+            return self._explain_os(cause)
+        if _rc(exc) in (4, 5, 134, 135):
+            what = "not authorised" if _rc(exc) in (5, 135) else "bad user name or password"
+            return (
+                f"MQTT broker {where} refused the login: {what} ({exc}); check the username "
+                "and password files (uplink.username_file / password_file or the credentials)"
+            )
+        if isinstance(exc, aiomqtt.MqttCodeError) and exc.rc is not None:
+            return f"MQTT broker {where} refused the connection: {exc}"
+        text = _ERRNO.sub("", str(exc)).strip() or type(exc).__name__
         if "Name or service not known" in text or "not known" in text:
             return f"cannot reach MQTT broker {where}: host name not found"
         return f"cannot reach MQTT broker {where}: {text[:1].lower() + text[1:]}"
@@ -280,7 +348,20 @@ class MqttUplink:
                 f"MQTT broker {where} did not acknowledge a message within "
                 f"{self.spec.publish_timeout:g} s"
             )
+        cause = exc.__cause__ or exc.__context__
+        if _rc(exc) in _GONE_RC:
+            # paho only knows the socket is gone; the reconnect attempt names the real cause
+            text = "the connection was closed or reset"
+        elif isinstance(cause, OSError):
+            text = os_cause(cause)
         return f"lost connection to MQTT broker {where}: {text}"
+
+
+def _tls_refusal(exc: OSError) -> bool:
+    """A TLS failure that retrying soon cannot fix (not an EOF from a broker going away)."""
+    return isinstance(exc, ssl.SSLError) and not isinstance(
+        exc, ssl.SSLEOFError | ssl.SSLZeroReturnError
+    )
 
 
 async def subscribe(

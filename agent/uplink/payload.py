@@ -14,6 +14,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import orjson
 
+from agent.core.decimals import WireRounding
 from agent.core.model import AlarmEvent, Frame, PointSpec, SiteSpec
 from agent.store.outbox import Batch, Entry, Row, event_entry
 from agent.uplink.contract import Message
@@ -29,12 +30,14 @@ Status = Literal["online", "offline"]
 def encode_telemetry(frame: Frame, points: Sequence[PointSpec]) -> Entry:
     """One frame as one columnar telemetry entry; `points` is indexed by PointSpec.index.
 
-    NaN and infinite values become null: the quality bits say why.
+    NaN and infinite values become null: the quality bits say why. Values are rounded to
+    each point's resolution (agent.core.decimals): -3.9, not -3.9000000000000004.
     """
     idx = frame.index.tolist()
     specs = [points[i] for i in idx]
     ts_ms = np.rint(frame.ts * 1000.0).astype(np.int64)
-    value = np.where(np.isfinite(frame.value), frame.value, np.nan)
+    value = rounding_for(points).apply(frame.index, frame.value)
+    value[~np.isfinite(value)] = np.nan
     body = orjson.dumps(
         {
             "point": [p.code for p in specs],
@@ -48,6 +51,16 @@ def encode_telemetry(frame: Frame, points: Sequence[PointSpec]) -> Entry:
     )
     created = float(frame.ts.min()) if len(frame) else time.time()
     return Entry("telemetry", len(frame), body, created)
+
+
+_ROUNDING: list[tuple[Sequence[PointSpec], WireRounding]] = []
+
+
+def rounding_for(points: Sequence[PointSpec]) -> WireRounding:
+    """The wire rounding of a point list, built once per list (a reload brings a new one)."""
+    if not _ROUNDING or _ROUNDING[0][0] is not points:
+        _ROUNDING[:] = [(points, WireRounding(points))]
+    return _ROUNDING[0][1]
 
 
 def encode_alarms(events: Sequence[AlarmEvent]) -> Entry:

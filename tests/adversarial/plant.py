@@ -21,7 +21,7 @@ from firmware_sim.harness import Broker, dump_toml
 from tests.conftest import REPO
 from tests.e2e import BIN, Collector, Proc, agent_config, simulator, wait_for
 
-ALARM = "130100000001DC01HT:high"  # DC-1 hopper temperature, made to alarm at once below
+ALARM = "1301000000010101001:high"  # DC-1 hopper temperature, made to alarm at once below
 FAST = {"on_delay": 0.5, "off_delay": 3.0, "rate_hold": 1.0}
 
 

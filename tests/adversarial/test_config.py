@@ -42,7 +42,7 @@ def edit(tmp_path: Path, old: str, new: str, extra: str = "") -> Path:
     return write_config(tmp_path, text.replace(old, new, 1) + extra)
 
 
-DC1_OVERRIDE = 'code = "130100000001DC01HT"'
+DC1_OVERRIDE = 'code = "1301000000010101001"'
 
 
 # -- 1. override scale 0 ---------------------------------------------------------------------

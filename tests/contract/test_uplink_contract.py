@@ -181,8 +181,10 @@ async def put_frames(box: Outbox, frames: range) -> None:
 
 
 async def put_alarm(box: Outbox, seq: int) -> None:
-    """The seq-th alarm record (from 1), its value its seq."""
-    await box.put([encode_alarms([dataclasses.replace(alarm("raise"), value=float(seq))])])
+    """The seq-th alarm record (from 1), its value and reading its seq. Raise and clear
+    alternate, so that each record changes the point's status (what a platform is sent)."""
+    ev = alarm("raise" if seq % 2 else "clear")
+    await box.put([encode_alarms([dataclasses.replace(ev, value=seq, reading=float(seq))])])
 
 
 def want(telemetry: int, alarms: int = 0) -> set[Arrival]:

@@ -102,7 +102,7 @@ def test_readings_arrive_with_values_and_units(broker: Broker, tmp_path: Path) -
             ts = r["ts"]
             assert isinstance(ts, int) and abs(ts / 1000 - started) < 60, r
     # the hopper point of DC-1 carries its platform code from the example config
-    assert {r["point"] for r in by_point["DC-1.hopper_temp"]} == {"130100000001DC01HT"}
+    assert {r["point"] for r in by_point["DC-1.hopper_temp"]} == {"1301000000010101001"}
     # seq: per stream, gap-free
     assert seq_gaps(collector.telemetry_seqs()) == []
     status = [m for m in collector.snapshot() if m.topic.endswith("/status")]
@@ -148,7 +148,7 @@ def test_smoulder_raises_hopper_alarm_and_journal_has_it(broker: Broker, tmp_pat
     assert warn["threshold"] == 60.0 and alarm["threshold"] == 70.0
     assert alarm["value"] >= 70.0 and alarm["unit"] == "°C"
     assert "灰斗温度" in alarm["text_zh"] and "hopper" in alarm["text_en"]
-    assert alarm["alarm_id"] == "130100000001DC01HT:high"
+    assert alarm["alarm_id"] == "1301000000010101001:high"
     assert not [r for r in collector.alarm_records() if r["device"] == "DC-2"]
 
     out = subprocess.run(

@@ -92,6 +92,7 @@ def alarm(transition: Transition) -> AlarmEvent:
         ts=time.time(),
         text_zh="压力高报警",
         text_en="pressure high alarm",
+        reading=12.5,
     )
 
 

@@ -88,7 +88,7 @@ def test_health_on_the_broker_in_status_json_and_in_dust_agent_status(
                     "a health message with nothing pending",
                 )
                 h = latest(col)
-                assert h["enterprise"] == "130100000001" and h["gateway"] == "GW01"
+                assert h["enterprise"] == "130100000001" and h["gateway"] == "13010000000101"
                 assert h["connected"] is True and h["reconnects"] == 0 and h["failures"] == 0
                 assert h["published"] >= h["acknowledged"] > 0
                 assert h["published_records"] >= h["acknowledged_records"] >= 16

@@ -130,7 +130,7 @@ def test_status_reload_and_systemd_notify(broker: Broker, tmp_path: Path) -> Non
                     states.get("DC-1") == "ok"
                     and states.get("DC-9") == "quarantined"  # dead from the start
                     and bool(doc["uplink"]["connected"])
-                    and any(a["alarm_id"] == "130100000001DC01HT:high" for a in doc["alarms"])
+                    and any(a["alarm_id"] == "1301000000010101001:high" for a in doc["alarms"])
                 )
 
             try:
@@ -140,10 +140,10 @@ def test_status_reload_and_systemd_notify(broker: Broker, tmp_path: Path) -> Non
             table = status(cfg)
             assert table.returncode == 0, table.stderr
             assert "DC-9" in table.stdout and "QUARANTINED" in table.stdout.upper(), table.stdout
-            assert "connected" in table.stdout and "130100000001DC01HT:high" in table.stdout
+            assert "connected" in table.stdout and "1301000000010101001:high" in table.stdout
             wait_for(
                 lambda: any(
-                    r["alarm_id"] == "130100000001DC01HT:high" for r in collector.alarm_records()
+                    r["alarm_id"] == "1301000000010101001:high" for r in collector.alarm_records()
                 ),
                 60,
                 "the alarm at the broker",
@@ -196,7 +196,7 @@ def reload_good(agent: Proc, cfg: Path, good: str, collector: Collector, ns: Not
     raises = [
         r
         for r in collector.alarm_records()
-        if r["alarm_id"] == "130100000001DC01HT:high" and r["transition"] == "raise"
+        if r["alarm_id"] == "1301000000010101001:high" and r["transition"] == "raise"
     ]
     assert len(raises) == 1, raises
     assert ns.count("RELOADING=1") == 1

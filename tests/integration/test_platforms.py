@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -244,6 +245,27 @@ async def test_refusal_is_retried_not_lost(box: Outbox, receiver: Receiver) -> N
     assert got_rts(receiver) == expected_rts(range(10), receiver.spec)
 
 
+async def test_a_pending_alarm_cuts_the_backoff_to_the_probe_interval(
+    box: Outbox, receiver: Receiver
+) -> None:
+    """Issue 12 item 6: after a run of faults a new alarm waited out the whole backoff."""
+    pf = platform(box, receiver)
+    pf.policy = dataclasses.replace(pf.policy, alarm_probe=0.5)
+    started = time.monotonic()
+    await pf._backoff(1.5)  # nothing pending: the backoff as it is
+    assert time.monotonic() - started >= 1.5
+    await box.put([encode_alarms([alarm("raise")])])
+    started = time.monotonic()
+    await pf._backoff(60.0)  # an alarm is pending: tried again after the probe interval
+    assert time.monotonic() - started < 30.0  # far below the 60 s backoff
+    assert (
+        make_platform_forwarder(
+            box.consumer("hebei"), hebei_spec(backoff_cap=60)
+        ).policy.alarm_probe
+        == 5.0
+    )
+
+
 async def test_wrong_key_gives_a_clear_error(box: Outbox, receiver: Receiver) -> None:
     await box.put([encode_telemetry(frame(0), POINTS)])
     pf = platform(box, receiver, hebei_spec(receiver.url, key=b"wrongkey"))
@@ -298,6 +320,9 @@ def test_agent_feeds_mqtt_and_the_platform_and_reports_each(broker: Broker, tmp_
     key = tmp_path / "hebei.key"
     key.write_text("k3y-8byt\n")
     os.chmod(key, 0o600)
+    iv = tmp_path / "hebei.iv"
+    iv.write_text("1v-8byte\n")
+    os.chmod(iv, 0o600)
     collector = MqttCollector(broker.port)
     collector.start()
     try:
@@ -313,16 +338,16 @@ def test_agent_feeds_mqtt_and_the_platform_and_reports_each(broker: Broker, tmp_
                     "points": ["DC-1.hopper_temp"],
                     "point_decimals": {"DC-1.hopper_temp": 1},
                     "key_file": str(key),
+                    "iv_file": str(iv),
                     "backoff_base": 0.1,
                     "backoff_cap": 0.5,
                 }
             ]
             cfg.write_text(dump_toml(data))
-            code = "130100000001DC01HT"  # the example config's explicit code
+            code = "1301000000010101001"  # the example config's explicit code
             rec.spec = hebei_spec(
-                rec.url, key=b"k3y-8byt", iv=b"k3y-8byt", gateway_code="GW01",
-                codes=frozenset({code}), decimals={code: 1},
-            )  # fmt: skip
+                rec.url, key=b"k3y-8byt", codes=frozenset({code}), decimals={code: 1}
+            )
             agent = start_agent(cfg, tmp_path / "agent.log")
             try:
                 wait_for(lambda: len(rec.items("rtsData")) >= 3, 30, "values at the platform")

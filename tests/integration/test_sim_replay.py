@@ -83,10 +83,10 @@ def test_replay_reproduces_the_recorded_values(broker: Broker, tmp_path: Path) -
 def test_replay_csv_at_speed(tmp_path: Path, broker: Broker) -> None:
     capture = tmp_path / "capture.csv"
     rows = ["point,time,value"]
-    rows += [f"130100000001DC01HT,{1_700_000_000 + 10 * i},{40 + i}" for i in range(30)]
+    rows += [f"1301000000010101001,{1_700_000_000 + 10 * i},{40 + i}" for i in range(30)]
     capture.write_text("\n".join(rows) + "\n")
     _, got = run_once(tmp_path, broker, "csv", ["replay", str(capture), "--speed", "20"])
-    hopper = got["130100000001DC01HT"]
+    hopper = got["1301000000010101001"]
     assert all(v in {40.0 + i for i in range(30)} for v in hopper), hopper
     assert len(set(hopper)) >= 4  # 2 recorded steps a second at x20
     assert hopper == sorted(hopper)

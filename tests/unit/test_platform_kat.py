@@ -129,7 +129,7 @@ def alarm_batch() -> Batch:
             alarm_id=f"{HT}:high", point=HT, device="DC-1", key="hopper_temp",
             direction="high", transition=transition, level=level,  # type: ignore[arg-type]
             prev_level=None, value=value, threshold=70.0, unit="°C", ts=T0 + dt, text_zh=zh,
-            text_en="",
+            text_en="", reading=value,
         )  # fmt: skip
 
     e = encode_alarms(

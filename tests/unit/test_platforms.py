@@ -173,6 +173,7 @@ def alarm(transition: Any, level: Any, direction: Any = "high", code: str = "HB-
         alarm_id=f"{code}:{direction}", point=code, device="DC-1", key="k0",
         direction=direction, transition=transition, level=level, prev_level=None, value=85.25,
         threshold=80.0, unit="°C", ts=T0 + 5, text_zh="1号除尘器温度高报警", text_en="high",
+        reading=85.25,
     )  # fmt: skip
 
 
@@ -190,7 +191,9 @@ def test_events_raise_and_clear_with_scd_threshold_and_chinese_text() -> None:
     assert list(doc) == ["qybm", "data"] and list(doc["data"]) == ["events"]
     items = doc["data"]["events"]
     assert reqs[0].endpoint == "eventsData"
-    assert [i["scd"] for i in items] == [4, 2, 0]
+    # the point's worst active state: high alarm (4); the low warning is not worse (nothing
+    # sent); the high alarm clears: the low warning is now the worst (2), not a clear
+    assert [i["scd"] for i in items] == [4, 2]
     assert items[0] == {
         "ts": "2024-05-01 12:00:05",
         "oname": "HB-T1",
@@ -248,18 +251,26 @@ def secret(tmp_path: Path, name: str, text: str, mode: int = 0o600) -> str:
     return str(f)
 
 
+QYBM = "130100000001"  # the Hebei formats: qybm 12 digits, wgbm qybm + "01", points 19 digits
+CODES = {"DC-1-HT": f"{QYBM}0101001", "DC-2-HT": f"{QYBM}0201001"}
+CODES |= {"X-A": f"{QYBM}0301001", "X-B": f"{QYBM}0301002"}
+
+
 def config(tmp_path: Path, platform: dict[str, Any], coded: bool = True) -> Path:
     data = copy.deepcopy(BASE)
+    data["site"] = {"enterprise_code": QYBM, "gateway_id": f"{QYBM}01"}
     if coded:
         for dev in data["devices"][:2]:
-            dev["override"] = {"hopper_temp": {"code": f"{dev['name']}-HT"}}
-        data["devices"][2]["points"][0]["code"] = "X-A"
-        data["devices"][2]["points"][1]["code"] = "X-B"
+            dev["override"] = {"hopper_temp": {"code": CODES[f"{dev['name']}-HT"]}}
+        data["devices"][2]["points"][0]["code"] = CODES["X-A"]
+        data["devices"][2]["points"][1]["code"] = CODES["X-B"]
     base = {
         "profile": "hebei_v1_1",
         "url": "http://127.0.0.1:8808/api",
         "key_file": secret(tmp_path, "k", "12345678"),
     }
+    if platform.get("profile", "hebei_v1_1") == "hebei_v1_1":
+        base["iv_file"] = secret(tmp_path, "iv", "87654321")
     data["platforms"] = [{**base, **platform}]
     f = tmp_path / "agent.toml"
     f.write_text(dump_toml(data))
@@ -275,9 +286,9 @@ def test_platform_needs_explicit_point_codes_and_names_the_points(tmp_path: Path
     # choosing only the points that have codes passes
     ok = load_config(config(tmp_path, {"points": ["DC-1.hopper_temp", "X"]}))
     (pl,) = ok.platforms
-    assert pl.codes == {"DC-1-HT", "X-A", "X-B"}
-    assert pl.enterprise_code == "E1" and pl.gateway_code == "G1"  # from [site]
-    assert pl.key == pl.iv == b"12345678"  # no IV file: the key
+    assert pl.codes == {CODES[c] for c in ("DC-1-HT", "X-A", "X-B")}
+    assert pl.enterprise_code == QYBM and pl.gateway_code == f"{QYBM}01"  # from [site]
+    assert pl.devices == {"DC-1": (CODES["DC-1-HT"],), "X": (CODES["X-A"], CODES["X-B"])}
 
 
 MAP = {"endpoint": "rt", "fields": {"c": "{point}"}}
@@ -348,4 +359,4 @@ def test_shipped_platform_examples_load(tmp_path: Path, example: str) -> None:
     f = tmp_path / "agent.toml"
     f.write_text(dump_toml(data))
     (spec_,) = load_config(f).platforms
-    assert spec_.codes == {"130100000001DC01HT"} and spec_.profile in ("hebei_v1_1", "mem")
+    assert spec_.codes == {"1301000000010101001"} and spec_.profile in ("hebei_v1_1", "mem")

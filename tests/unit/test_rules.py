@@ -116,7 +116,8 @@ def test_nan_keeps_an_active_alarm_and_restarts_timers() -> None:
     assert run(eng, [(t, NAN) for t in range(1, 1000, 7)]) == []
     (act,) = eng.active()
     assert (act.alarm_id, act.level, act.since, act.threshold) == ("P000:high", "alarm", 0, 70)
-    assert math.isnan(act.value)
+    assert act.value == 80  # what the rule measured at the raise
+    assert math.isnan(act.reading)  # the latest reading was bad
     # a bad reading in the middle of the off-delay restarts it
     assert run(eng, [(1000, 50), (1009, NAN), (1015, 50), (1024, 50)]) == []
     assert [e.ts for e in run(eng, [(1025, 50)])] == [1025.0]

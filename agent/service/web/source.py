@@ -199,7 +199,10 @@ class AgentFeed:
             "agent": {"version": __version__, "started": ops.started_wall},
             "clock": ops.clock.snapshot(),
             "buses": buses,
-            "alarms": [_alarm(a, self.raised.get(a.alarm_id)) for a in agent.engine.active()],
+            "alarms": [
+                *(_comm_loss(ev) for ev in sorted(agent.comm.active.values(), key=_by_id)),
+                *(_alarm(a, self.raised.get(a.alarm_id)) for a in agent.engine.active()),
+            ],
             "uplinks": self._uplinks(),
         }
 
@@ -226,6 +229,29 @@ class AgentFeed:
 
 def _num(v: float) -> float | None:
     return None if math.isnan(v) else v
+
+
+def _by_id(ev: AlarmEvent) -> str:
+    return ev.alarm_id
+
+
+def _comm_loss(ev: AlarmEvent) -> dict[str, Any]:
+    """A raised comm_loss alarm (they bypass the engine): its quantity is the seconds without
+    an answer so far."""
+    return {
+        "alarm_id": ev.alarm_id,
+        "device": ev.device,
+        "key": ev.key,
+        "kind": ev.kind,
+        "direction": ev.direction,
+        "level": ev.level,
+        "since": ev.ts,
+        "value": round(max(0.0, time.time() - ev.ts), 1),
+        "threshold": None,
+        "unit": "s without an answer",
+        "acked": False,
+        "shelved_until": None,
+    }
 
 
 def _alarm(a: Any, ev: AlarmEvent | None) -> dict[str, Any]:

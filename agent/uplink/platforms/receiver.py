@@ -12,22 +12,24 @@ HTTP 404 for an unknown endpoint. `answer_code` makes it answer another code to 
 accepted (a platform that refuses, to rehearse the retries); `stop()` takes it down (the
 port refuses connections) and `start()` brings it back on the same port.
 
+Faults: `inject(*faults)` makes the next requests fail, one fault each, in order, before
+they are looked at (not accepted): "http500" (HTTP 500), "code401" (HTTP 200 with
+{"code": 401}), "hang" (no answer: the connection is held `hang_s` seconds, then closed),
+"nonjson" (HTTP 200 with an HTML page, as a proxy in front of a platform may answer).
+
 Built on the standard library's http.server (independent of the agent's HTTP client).
 """
 
 from __future__ import annotations
 
-import argparse
 import re
-import signal
-import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, Final
 
 import orjson
@@ -41,6 +43,7 @@ _NUMBER: Final = re.compile(r"^-?\d+(\.(\d+))?$")
 _TS: Final = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 _CJK: Final = re.compile(r"[\u4e00-\u9fff]")
 MAX_BODY: Final = 16 * 1024 * 1024
+FAULTS: Final = ("http500", "code401", "hang", "nonjson")
 
 
 class Invalid(Exception):
@@ -69,6 +72,10 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # messages of refused requests
     requests: int = 0  # every request that reached it
+    faults: deque[str] = field(default_factory=deque)  # injected into the next requests
+    faulted: list[tuple[str, str, float]] = field(default_factory=list)  # (fault, endpoint, at)
+    hang_s: float = 30.0  # a "hang" holds the request this long (or until stop())
+    _release: threading.Event = field(default_factory=threading.Event)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -86,10 +93,23 @@ class Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(min(length, MAX_BODY))
                 endpoint = self.path.rstrip("/").rsplit("/", 1)[-1]
-                status, answer = receiver.handle(endpoint, body, dict(self.headers.items()))
-                data = orjson.dumps(answer)
+                fault = receiver.next_fault(endpoint)
+                if fault == "hang":
+                    receiver._release.wait(receiver.hang_s)
+                    self.close_connection = True
+                    return
+                kind = "application/json;charset=UTF-8"
+                if fault == "http500":
+                    status, answer = 500, {"code": 500, "msg": "injected server error"}
+                elif fault == "code401":
+                    status, answer = 200, {"code": 401, "msg": "数据解密失败 (injected)"}
+                elif fault == "nonjson":
+                    status, answer, kind = 200, None, "text/html"
+                else:
+                    status, answer = receiver.handle(endpoint, body, dict(self.headers.items()))
+                data = b"<html>502 Bad Gateway</html>" if answer is None else orjson.dumps(answer)
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json;charset=UTF-8")
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -97,6 +117,7 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # handle() reports each request itself
 
+        self._release.clear()
         server = ThreadingHTTPServer((self.host, self.port), Handler)
         server.daemon_threads = True
         self.port = server.server_address[1]
@@ -110,12 +131,31 @@ class Receiver:
     def stop(self) -> None:
         """Go down: stop serving and close the listening socket."""
         server, self._server = self._server, None
+        self._release.set()  # hung requests end
         if server is not None:
             server.shutdown()
             server.server_close()
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
+
+    def inject(self, *faults: str) -> None:
+        """Fail the next requests, one fault each (FAULTS), in this order."""
+        bad = [f for f in faults if f not in FAULTS]
+        if bad:
+            raise ValueError(f"unknown fault(s) {bad}; known: {', '.join(FAULTS)}")
+        with self._lock:
+            self.faults.extend(faults)
+
+    def next_fault(self, endpoint: str) -> str | None:
+        with self._lock:
+            self.requests += 1
+            if not self.faults:
+                return None
+            fault = self.faults.popleft()
+            self.faulted.append((fault, endpoint, time.time()))
+        self._say(f"{endpoint}: injected fault {fault}")
+        return fault
 
     def items(self, endpoint: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -124,8 +164,6 @@ class Receiver:
     # -- one request -------------------------------------------------------------------------
 
     def handle(self, endpoint: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
-        with self._lock:
-            self.requests += 1
         fm = self._field_map(endpoint)
         if fm is None:
             return 404, {"code": 404, "msg": f"no endpoint {endpoint}"}
@@ -223,10 +261,12 @@ class Receiver:
             elif what == "ts":
                 _timestamp(value, at)
             elif what in ("value", "threshold"):
+                # an event may lack a value (the point did not answer) or a limit (comm_loss)
                 decimals = self.spec.decimals_of(code) if isinstance(code, str) else None
-                _number(value, at, decimals, empty_ok=what == "value" and fm is self.spec.alarm)
+                _number(value, at, decimals, empty_ok=fm is self.spec.alarm)
             elif what == "scd":
-                if not isinstance(value, int) or value not in set(self.spec.scd.values()):
+                codes = {c for c in self.spec.scd.values() if c >= 0}
+                if not isinstance(value, int) or isinstance(value, bool) or value not in codes:
                     raise Invalid(400, f"{at}: status code {value!r} is not in the scd table")
             elif what == "content" and (not isinstance(value, str) or not _CJK.search(value)):
                 raise Invalid(400, f"{at}: content must be Chinese text, got {value!r}")
@@ -277,96 +317,3 @@ def _number(value: Any, at: str, decimals: int | None, *, empty_ok: bool) -> Non
 def _sample(items: list[dict[str, Any]]) -> str:
     shown = "; ".join(" ".join(f"{k}={v}" for k, v in i.items()) for i in items[:3])
     return shown + (f"; ... {len(items) - 3} more" if len(items) > 3 else "")
-
-
-# -- `dust-agent platform-rehearse` ----------------------------------------------------------
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", help="take keys, codes and mapping from this agent config")
-    p.add_argument("--platform", help="the [[platforms]] entry's name (default: the only one)")
-    p.add_argument("--profile", choices=("hebei_v1_1", "mem"), help="without a config")
-    p.add_argument("--key-file", type=Path, help="without a config: the key (DES 8, SM4 16)")
-    p.add_argument("--iv-file", type=Path, help="without a config: the IV (default: the key)")
-    p.add_argument("--appid-file", type=Path, help="without a config, mem: the appid")
-    p.add_argument("--appsecret-file", type=Path, help="without a config, mem: the appsecret")
-    p.add_argument("--enterprise", default="", help="without a config: the expected qybm")
-    p.add_argument("--gateway", default="", help="without a config: the expected wgbm")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8808)
-    p.add_argument(
-        "--answer-code", type=int, default=200, help="answer this code to valid requests"
-    )
-
-
-def spec_from_args(args: argparse.Namespace) -> PlatformSpec:
-    """The spec the receiver checks against; SystemExit(2) with a message when incomplete."""
-    if args.config:
-        from agent.config import ConfigError, load_config
-
-        try:
-            cfg = load_config(args.config)
-        except ConfigError as exc:
-            raise SystemExit(f"dust-agent platform-rehearse: config error: {exc}") from None
-        found = [p for p in cfg.platforms if args.platform in (None, p.name)]
-        if len(found) != 1:
-            names = ", ".join(p.name for p in cfg.platforms) or "none"
-            raise SystemExit(
-                f"dust-agent platform-rehearse: name one platform with --platform ({names})"
-            )
-        return found[0]
-    if not args.profile or not args.key_file:
-        raise SystemExit(
-            "dust-agent platform-rehearse: give -c CONFIG, or --profile and --key-file"
-        )
-    from agent.config.secrets import SecretError, read_secret
-    from agent.uplink.platforms.crypto import DES_BYTES, SM4_BYTES, parse_key
-
-    size = DES_BYTES if args.profile == "hebei_v1_1" else SM4_BYTES
-    try:
-        key = parse_key(read_secret(args.key_file), size, "the key")
-        iv = parse_key(read_secret(args.iv_file), size, "the IV") if args.iv_file else key
-        appid = read_secret(args.appid_file) if args.appid_file else ""
-        secret = read_secret(args.appsecret_file) if args.appsecret_file else ""
-    except (SecretError, ValueError) as exc:
-        raise SystemExit(f"dust-agent platform-rehearse: {exc}") from None
-    hebei_profile = args.profile == "hebei_v1_1"
-    return PlatformSpec(
-        name=args.profile,
-        profile=args.profile,
-        url="",
-        enterprise_code=args.enterprise,
-        gateway_code=args.gateway,
-        key=key,
-        iv=iv,
-        telemetry=hebei.RTS if hebei_profile else mem.EXAMPLE_TELEMETRY,
-        alarm=hebei.EVENTS if hebei_profile else mem.EXAMPLE_ALARM,
-        codes=frozenset(),
-        decimals={},
-        appid=appid,
-        appsecret=secret,
-        hex_upper=hebei_profile,
-    )
-
-
-def cmd_rehearse(args: argparse.Namespace) -> int:
-    spec = spec_from_args(args)
-    rec = Receiver(spec, args.host, args.port, answer_code=args.answer_code)
-    rec.log = lambda line: print(line, flush=True)
-    try:
-        rec.start()
-    except OSError as exc:
-        print(f"dust-agent platform-rehearse: cannot listen on {args.host}:{args.port}: {exc}")
-        return 1
-    print(
-        f"rehearsal receiver for {spec.profile} ({spec.name}) listening on {rec.url}; point the "
-        f"platform's url at it; answering code {args.answer_code}",
-        flush=True,
-    )
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    done.wait()
-    rec.stop()
-    print(f"{len(rec.received)} request(s) accepted, {len(rec.refused)} refused", file=sys.stderr)
-    return 0

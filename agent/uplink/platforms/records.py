@@ -4,8 +4,12 @@ Telemetry: one value per point and `period` (the first reading of each point in 
 period-aligned window of its source timestamps), so that an rtsData request carries every
 point once a period and a backlog keeps its original timestamps. Readings without a value
 (a failed read: null) are not sent; the comm_loss alarm says why. Alarms: raise, escalate,
-deescalate and clear transitions are sent at once (ack and shelve are local operator actions
-and are not sent). Records of points that are not on this platform are skipped.
+deescalate and clear transitions become, per point code, the changes of the point's worst
+active state (agent.uplink.platforms.status), sent at once; `value` is then the point's own
+reading at the event (the record's `reading`), `threshold` the limit of that value (empty for
+kinds that are no such limit), and kinds whose scd is NOT_SENT do not count. comm_loss goes
+to every point of its device on this platform. Ack and shelve are local operator actions and
+are not sent. Records of points that are not on this platform are skipped.
 
 The record fields a template may use:
 
@@ -29,9 +33,10 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from agent.core.platformspec import FieldMap, PlatformSpec, scd_for
+from agent.core.platformspec import NOT_SENT, FieldMap, PlatformSpec, scd_for
 from agent.store.outbox import Batch
 from agent.uplink.payload import merge_columns
+from agent.uplink.platforms.status import Active, Change, PointStatus
 
 TELEMETRY_FIELDS: Final = frozenset(
     [
@@ -71,6 +76,8 @@ ALARM_FIELDS: Final = frozenset(
         "gateway",
     ]
 )
+# kinds whose alarm is a limit of the point's own value: their threshold is sent
+LIMIT_KINDS: Final = frozenset({"threshold", "state", "idle"})
 SENT_TRANSITIONS: Final = frozenset({"raise", "escalate", "deescalate", "clear"})
 WHOLE_FIELD: Final = re.compile(r"^\{(\w+)\}$")
 _NAMES: Final = re.compile(r"\{(\w+)(?:[:!][^}]*)?\}")
@@ -115,31 +122,43 @@ class Request:
     items: int
 
 
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The codec state a batch's requests were built with: committed once all were accepted."""
+
+    windows: dict[str, int]
+    status: PointStatus
+
+
 class Translator:
     """Builds the requests for one leased batch; see the module docstring."""
 
-    def __init__(self, spec: PlatformSpec) -> None:
+    def __init__(self, spec: PlatformSpec, status: PointStatus | None = None) -> None:
         self.spec = spec
         self.tz = ZoneInfo(spec.timezone)
         self.sampler = Sampler(spec.period)
+        self.status = status or PointStatus()
 
     def local_time(self, ts_ms: int) -> str:
         return datetime.fromtimestamp(ts_ms / 1000, self.tz).strftime("%Y-%m-%d %H:%M:%S")
 
-    def requests(self, batch: Batch) -> tuple[list[Request], dict[str, int]]:
-        """The requests for `batch` and the sampler state to commit once they are all acked."""
+    def requests(self, batch: Batch) -> tuple[list[Request], Pending]:
+        """The requests for `batch` and the state to commit once they are all accepted."""
         spec = self.spec
         if batch.stream == "telemetry" and spec.telemetry is not None:
             state = dict(self.sampler.last)
             items = list(self._telemetry(batch, state, spec.telemetry))
-            return self._chunks(spec.telemetry, items), state
+            return self._chunks(spec.telemetry, items), Pending(state, self.status)
         if batch.stream == "alarm" and spec.alarm is not None:
-            items = list(self._alarms(batch, spec.alarm))
-            return self._chunks(spec.alarm, items), self.sampler.last
-        return [], self.sampler.last  # gateway events: the platforms have no endpoint for them
+            status = self.status.copy()
+            items = list(self._alarms(batch, spec.alarm, status))
+            return self._chunks(spec.alarm, items), Pending(self.sampler.last, status)
+        # gateway events: the platforms have no endpoint for them
+        return [], Pending(self.sampler.last, self.status)
 
-    def commit(self, state: dict[str, int]) -> None:
-        self.sampler.last = state
+    def commit(self, pending: Pending) -> None:
+        self.sampler.last = pending.windows
+        self.status = pending.status
 
     def _chunks(self, fm: FieldMap, items: list[dict[str, Any]]) -> list[Request]:
         out: list[Request] = []
@@ -196,35 +215,78 @@ class Translator:
             }
             yield {name: render(t, rec) for name, t in fm.fields}
 
-    def _alarms(self, batch: Batch, fm: FieldMap) -> Iterator[dict[str, Any]]:
-        spec, common = self.spec, self._common
+    def _alarms(self, batch: Batch, fm: FieldMap, status: PointStatus) -> Iterator[dict[str, Any]]:
+        """Each alarm transition → the changes of its points' worst active state (status.py);
+        comm_loss (point: the device) → every point of the device on this platform."""
         for row in batch.rows:
             for a in orjson.loads(row.body):
-                point = a.get("point", "")
-                if point not in spec.codes or a.get("transition") not in SENT_TRANSITIONS:
+                if a.get("transition") not in SENT_TRANSITIONS:
                     continue
-                d = spec.decimals_of(point)
-                value = a.get("value")
-                rec = {
-                    **common,
-                    "point": point,
-                    "device": a.get("device", ""),
-                    "key": a.get("key", ""),
-                    "value": fmt_value(value, d),
-                    "value_num": value,
-                    "ts": self.local_time(a["ts"]),
-                    "ts_ms": a["ts"],
-                    "unit": a.get("unit", ""),
-                    "scd": scd_for(
-                        spec.scd, a.get("kind", ""), a.get("direction", ""), a.get("level")
-                    ),
-                    "threshold": fmt_value(a.get("threshold"), d),
-                    "content": a.get("text_zh") or f"{point} 报警状态变化",
-                    "text_en": a.get("text_en", ""),
-                    "level": a.get("level") or "",
-                    "kind": a.get("kind", ""),
-                    "direction": a.get("direction", ""),
-                    "transition": a.get("transition", ""),
-                    "alarm_id": a.get("alarm_id", ""),
-                }
-                yield {name: render(t, rec) for name, t in fm.fields}
+                kind, level = a.get("kind", ""), a.get("level")
+                now = None
+                if level is not None:
+                    scd = scd_for(self.spec.scd, kind, a.get("direction", ""), level)
+                    # NOT_SENT: not a status this platform takes (platformspec.DEFAULT_SCD);
+                    # at this level it no longer counts in the point's worst state
+                    if scd != NOT_SENT:
+                        now = Active(level, scd, _limit(a), a.get("text_zh") or "")
+                clear_scd = scd_for(self.spec.scd, kind, "", None)
+                for code in self._codes_of(a):
+                    change = status.apply(
+                        code, a.get("alarm_id", ""), now, clear_scd, a.get("text_zh") or ""
+                    )
+                    if change is not None:
+                        yield {name: render(t, self._event(a, change)) for name, t in fm.fields}
+
+    def _codes_of(self, a: Mapping[str, Any]) -> tuple[str, ...]:
+        point = a.get("point", "")
+        if a.get("kind") == "comm_loss":
+            return tuple(self.spec.devices.get(a.get("device", ""), ()))
+        return (point,) if point in self.spec.codes else ()
+
+    def _event(self, a: Mapping[str, Any], change: Change) -> dict[str, Any]:
+        """The record fields of one point's status change (avx: the point's own reading)."""
+        code = change.code
+        d = self.spec.decimals_of(code)
+        own = a.get("point") == code  # comm_loss: the device's event, for each of its points
+        reading = _reading(a) if own else _opt((a.get("readings") or {}).get(code))
+        return {
+            **self._common,
+            "point": code,
+            "device": a.get("device", ""),
+            "key": a.get("key", "") if own else "",
+            "value": fmt_value(reading, d),
+            "value_num": reading,
+            "ts": self.local_time(a["ts"]),
+            "ts_ms": a["ts"],
+            "unit": a.get("unit", "") if own else "",
+            "scd": change.scd,
+            "threshold": fmt_value(change.threshold, d),
+            "content": change.content or f"{code} 报警状态变化",
+            "text_en": a.get("text_en", ""),
+            "level": a.get("level") or "",
+            "kind": a.get("kind", ""),
+            "direction": a.get("direction", ""),
+            "transition": a.get("transition", ""),
+            "alarm_id": change.alarm_id or a.get("alarm_id", ""),
+        }
+
+
+def _opt(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _reading(a: Mapping[str, Any]) -> float | None:
+    """The point's measured value at the event (records before `reading`: a limit's value)."""
+    if "reading" in a:
+        r = a["reading"]
+        return None if r is None else float(r)
+    return a.get("value") if a.get("kind") in LIMIT_KINDS else None
+
+
+def _limit(a: Mapping[str, Any]) -> float | None:
+    """The limit of the point's value an alarm crossed; None for kinds that are no such limit."""
+    if a.get("kind") not in LIMIT_KINDS:
+        return None
+    t = a.get("threshold")
+    return None if t is None else float(t)

@@ -11,9 +11,10 @@ a validated spec comes from `make_uplink(spec)`.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from agent.core.platformspec import FieldMap, PlatformSpec
 from agent.uplink.contract import Uplink
@@ -22,6 +23,17 @@ from agent.uplink.platforms.crypto import DES_BYTES, SM4_BYTES
 
 Seal = Callable[[PlatformSpec, bytes], tuple[bytes, dict[str, str]]]
 OpenBody = Callable[[PlatformSpec, dict[str, Any]], bytes]
+CodeField = Literal["enterprise_code", "gateway_code", "point"]
+
+
+@dataclass(frozen=True, slots=True)
+class CodeProblem:
+    """A code that breaks the profile's format: which one, its value, the form expected.
+    The config loader turns it into an error at the key path where that code is set."""
+
+    field: CodeField
+    value: str
+    expected: str
 
 
 def http_uplink(spec: PlatformSpec, seal: Seal) -> Uplink:
@@ -46,8 +58,12 @@ class ProfileEntry:
       maps them from the platform's document (then at least one is required);
     - `hex_upper`: the default hex case of the envelope;
     - `uplink(spec, seal)`: the Uplink adapter (default: HTTP POST, agent.uplink.platforms.http);
-    - `check(spec)`: a last profile-specific check of the built spec; returns an error
-      message (shown at platforms[i]) or None.
+    - `iv_required`: the IV must be configured (iv_file / iv_credential); otherwise it
+      defaults to the key;
+    - `check(spec)`: a last profile-specific check of the built spec: None (or []) when
+      fine; an error message (shown at platforms[i]); or, for the profile's code formats, a
+      CodeProblem per enterprise, gateway or point code that breaks them (the loader reports
+      them at the key path where that code is set).
     """
 
     name: str
@@ -58,7 +74,8 @@ class ProfileEntry:
     fields: tuple[FieldMap, FieldMap] | None = None
     hex_upper: bool = True
     uplink: Callable[[PlatformSpec, Seal], Uplink] = http_uplink
-    check: Callable[[PlatformSpec], str | None] | None = None
+    check: Callable[[PlatformSpec], str | Sequence[CodeProblem] | None] | None = None
+    iv_required: bool = False
     summary: str = ""
 
 
@@ -99,6 +116,34 @@ def make_uplink(spec: PlatformSpec) -> Uplink:
     return entry.uplink(spec, entry.seal)
 
 
+_DIGITS12 = re.compile(r"^\d{12}$")
+_DIGITS19 = re.compile(r"^\d{19}$")
+
+
+def hebei_codes(spec: PlatformSpec) -> list[CodeProblem]:
+    """Hebei V1.1's code formats: qybm 12 digits; wgbm = qybm + "01"; point codes (tnm,
+    oname) 19 digits = qybm + 2 (equipment) + 2 (type) + 3 (sequence)."""
+    qybm = spec.enterprise_code
+    out: list[CodeProblem] = []
+    if not _DIGITS12.match(qybm):
+        out.append(CodeProblem("enterprise_code", qybm, "12 digits (qybm), e.g. 130100000001"))
+        qybm = "<enterprise code>"
+    if spec.gateway_code != f"{qybm}01":
+        out.append(
+            CodeProblem(
+                "gateway_code", spec.gateway_code, f'the enterprise code + "01" (wgbm): {qybm}01'
+            )
+        )
+    for code in sorted(spec.codes):
+        if not (_DIGITS19.match(code) and code.startswith(qybm)):
+            want = (
+                f"19 digits: the enterprise code {qybm} + 2 (equipment) + 2 (type) + "
+                f"3 (sequence), e.g. {qybm}0101001"
+            )
+            out.append(CodeProblem("point", code, want))
+    return out
+
+
 register(
     ProfileEntry(
         name="hebei_v1_1",
@@ -107,6 +152,8 @@ register(
         key_bytes=DES_BYTES,
         fields=(hebei.RTS, hebei.EVENTS),
         hex_upper=True,
+        check=hebei_codes,
+        iv_required=True,  # the document's sample IV (12345678) is not the key
         summary="Hebei V1.1: rtsData / eventsData, qybm + wgbm, DES-CBC, Base64, hex",
     )
 )
