@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_SECONDS ?= 90
 PYTEST_ARGS ?=
 
-.PHONY: demo test check bench bench-flood bench-e2e bench-drain bench-bus bench-ingest bench-sim bench-web bench-fleet system-deps venv clean install
+.PHONY: demo test check bench bench-flood bench-e2e bench-drain bench-bus bench-ingest bench-sim bench-web bench-fleet bench-soak system-deps venv clean install
 
 system-deps:
 	@scripts/setup-system.sh
@@ -59,6 +59,9 @@ bench-web: venv
 # 100 agents and a broker restart (~2.5 min, ~6 GB RSS): not part of `make bench`
 bench-fleet: venv
 	@$(BIN)/python bench/fleet.py
+
+bench-soak: venv  # 15 minutes; not part of `make bench`
+	@$(BIN)/python bench/soak.py
 
 # Install as a systemd service on this machine (as root): docs/operations.md.
 install:

@@ -24,50 +24,10 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from firmware_sim.harness import LOOPBACK, Broker, dump_toml  # noqa: E402
-from tests.e2e import Collector, Proc, wait_for  # noqa: E402
+from firmware_sim.harness import LOOPBACK, Broker  # noqa: E402
+from tests.e2e import Collector, Proc, bench_config, wait_for  # noqa: E402
 
 BIN = Path(sys.executable).parent
-
-
-def bench_config(tmp: Path, sim_port: int, broker_port: int, devices: int, registers: int) -> Path:
-    data = {
-        "site": {"enterprise_code": "BENCH", "gateway_id": "GW"},
-        "buses": [
-            {
-                "name": "bench",
-                "host": LOOPBACK,
-                "port": sim_port,
-                "timeout": 1.0,
-                "poll_interval": 1.0,
-            }
-        ],
-        "devices": [
-            {
-                "name": f"D{u:03d}",
-                "bus": "bench",
-                "unit": u,
-                "points": [
-                    {
-                        "key": f"r{a:02d}",
-                        "table": "holding",
-                        "address": a,
-                        "type": "uint16",
-                        "unit": "",
-                        "kind": "generic",
-                    }
-                    for a in range(registers)
-                ],
-            }
-            for u in range(1, devices + 1)
-        ],
-        "uplink": {"host": LOOPBACK, "port": broker_port},
-        "storage": {"dir": str(tmp / "state")},
-        "rules_pack": str(REPO / "config" / "rules" / "default.toml"),
-    }
-    path = tmp / "bench.toml"
-    path.write_text(dump_toml(data))
-    return path
 
 
 def peak_rss_mib(pid: int) -> float:

@@ -25,9 +25,9 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.e2e import bench_config, cpu_s, peak_rss_mib  # noqa: E402
+from bench.e2e import cpu_s, peak_rss_mib  # noqa: E402
 from firmware_sim.harness import LOOPBACK, Broker  # noqa: E402
-from tests.e2e import Collector, Proc, wait_for  # noqa: E402
+from tests.e2e import Collector, Proc, bench_config, wait_for  # noqa: E402
 
 BIN = Path(sys.executable).parent
 REGISTERS = 20  # per device, up to MAX_DEVICES devices; then more registers per device

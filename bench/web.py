@@ -27,9 +27,9 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.e2e import bench_config, cpu_s, peak_rss_mib  # noqa: E402
+from bench.e2e import cpu_s, peak_rss_mib  # noqa: E402
 from firmware_sim.harness import LOOPBACK, Broker, dump_toml  # noqa: E402
-from tests.e2e import BIN, Proc, wait_for  # noqa: E402
+from tests.e2e import BIN, Proc, bench_config, wait_for  # noqa: E402
 
 
 def with_web(cfg: Path, enabled: bool) -> None:

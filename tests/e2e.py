@@ -198,6 +198,55 @@ def agent_config(tmp: Path, sim_port: int, broker_port: int, **rules: float) -> 
     return path
 
 
+def bench_config(
+    tmp: Path,
+    sim_port: int,
+    broker_port: int,
+    devices: int,
+    registers: int,
+    **uplink: Any,
+) -> Path:
+    """The plant of `dust-sim serve --bench-devices N --bench-registers M`: N devices of M
+    uint16 holding registers on one TCP bus polled every second; `uplink` adds settings."""
+    data = {
+        "site": {"enterprise_code": "BENCH", "gateway_id": "GW"},
+        "buses": [
+            {
+                "name": "bench",
+                "host": LOOPBACK,
+                "port": sim_port,
+                "timeout": 1.0,
+                "poll_interval": 1.0,
+            }
+        ],
+        "devices": [
+            {
+                "name": f"D{u:03d}",
+                "bus": "bench",
+                "unit": u,
+                "points": [
+                    {
+                        "key": f"r{a:02d}",
+                        "table": "holding",
+                        "address": a,
+                        "type": "uint16",
+                        "unit": "",
+                        "kind": "generic",
+                    }
+                    for a in range(registers)
+                ],
+            }
+            for u in range(1, devices + 1)
+        ],
+        "uplink": {"host": LOOPBACK, "port": broker_port, **uplink},
+        "storage": {"dir": str(tmp / "state")},
+        "rules_pack": str(REPO / "config" / "rules" / "default.toml"),
+    }
+    path = tmp / "bench.toml"
+    path.write_text(dump_toml(data))
+    return path
+
+
 def start_agent(cfg: Path, log: Path) -> Proc:
     agent = Proc(
         [str(BIN / "dust-agent"), "run", "-c", str(cfg)], log, env={"DUST_AGENT_LOG_LEVEL": "info"}

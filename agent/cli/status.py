@@ -107,8 +107,13 @@ def to_table(doc: dict[str, Any], now: float | None = None, lang: Lang = "en") -
         + (f"{_('NOT RUNNING')}: {why}" if not running else ""),
         f"  {_('config'):<8} {a.get('config', '?')} ({a.get('points', '?')} {_('points')})",
     ]
-    if a.get("watchdog"):
-        lines.append(f"  {_('watchdog STALLED')}: {a['watchdog']}")
+    wd = a.get("watchdog")  # null without a systemd watchdog
+    if isinstance(wd, dict):
+        lines.append(
+            f"  {_('watchdog STALLED')}: {wd['stalled']}"
+            if wd.get("stalled")
+            else f"  {_('watchdog ok')} ({_('pinged every')} {wd.get('interval_s', '?')} s)"
+        )
     reloads = a.get("reloads") or []
     if reloads:
         last = reloads[-1]
@@ -131,6 +136,9 @@ def to_table(doc: dict[str, Any], now: float | None = None, lang: Lang = "en") -
         + (_("connected") if u.get("connected") else _("DISCONNECTED"))
         + (f" ({_('last error')}: {u['last_error']})" if u.get("last_error") else "")
     )
+    stall = (u.get("delivery") or {}).get("stalled")
+    if stall:
+        lines.append(f"  {_('delivery STALLED')}: {stall}")
     for name, pu in (doc.get("health", {}).get("uplinks") or {}).items():
         if name == "mqtt":
             continue  # the line above
@@ -147,7 +155,9 @@ def to_table(doc: dict[str, Any], now: float | None = None, lang: Lang = "en") -
         f"  {_('outbox'):<8} {_('pending')} "
         + ", ".join(f"{k} {v}" for k, v in pend.items())
         + f"; {_('oldest unsent')} {_age(o.get('oldest_unsent_age_s'))}"
-        + f"; {o.get('db_bytes', 0) / 2**20:.1f} MiB; {_('dropped')} {o.get('dropped_records', 0)}"
+        + f"; {_('file')} {o.get('db_bytes', 0) / 2**20:.1f} MiB"
+        + (f" ({o['used_bytes'] / 2**20:.1f} MiB {_('used')})" if "used_bytes" in o else "")
+        + f"; {_('dropped')} {o.get('dropped_records', 0)}"
     )
     h = doc.get("health")
     if h:  # agent.service.health: delivery counters since start (docs/payloads.md#health)

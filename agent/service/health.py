@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
 import orjson
 
 from agent.core.model import AgentConfig
+from agent.service.delivery import DeliveryWatch
 from agent.store.guard import StoreGuard
 from agent.store.journal import Journal
 from agent.store.outbox import Outbox, OutboxStats
@@ -48,6 +49,10 @@ class Health:
         self.guard, self.status = guard, status
         self.sent = 0  # health messages published
         self.platforms: Sequence[Forwarder] = ()  # [[platforms]] uplinks
+        # set by the supervisor from agent.service.ops.Ops: the MQTT delivery stall check and
+        # the systemd watchdog state (None without a watchdog)
+        self.delivery: DeliveryWatch | None = None
+        self.watchdog: Callable[[], dict[str, Any] | None] = lambda: None
         self.journal: Journal | None = None  # its chain head goes upstream (an anchor)
 
     async def snapshot(self) -> dict[str, Any]:
@@ -71,12 +76,16 @@ class Health:
             "failures": fw.failures,
             "last_error": fw.last_error or None,
             "db_bytes": stats.db_bytes,
+            "used_bytes": stats.used_bytes,
             "max_bytes": self.outbox.max_bytes,
             "outbox_replaced": stats.replaced,
             "storage_error": guard.error if guard else None,
             "storage_failures": guard.failures if guard else 0,
             "held_in_memory": len(guard.held) if guard else 0,
             "uplinks": self._uplinks(stats),
+            "oversize_records": int(getattr(self.forwarder.codec, "oversize_records", 0)),
+            "delivery_stalled": self.delivery.stalled if self.delivery else None,
+            "watchdog": self.watchdog(),
             "journal": None if self.journal is None else self.journal.head.to_json(),
         }
 

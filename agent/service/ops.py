@@ -4,6 +4,10 @@
 TaskGroup after the pollers, forwarder and rules stage are running, then reports READY=1.
 The supervisor calls `observe(frame)` after each frame is stored in the outbox: that marks
 polling and outbox progress for the watchdog and feeds the device status.
+
+status.json carries the watchdog state only where a systemd watchdog exists (WATCHDOG_USEC),
+refreshed from the loops' marks at each write, and the MQTT uplink's delivery stall
+(agent.service.delivery) everywhere: a stall only when records wait and none is acknowledged.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from agent.rules import RuleEngine
 from agent.service.alarm_status import comm_loss_status, rule_alarm_status
 from agent.service.clock import ClockMonitor
 from agent.service.comm import CommAlarms
+from agent.service.delivery import DeliveryWatch, stall_limit
 from agent.service.runtime_status import DeviceTracker
 from agent.service.status_file import StatusFile
 from agent.service.systemd import Progress, Watchdog, sd_notify, watchdog_interval
@@ -73,6 +78,8 @@ class Ops:
         self.reloads: list[dict[str, Any]] = []  # the last few reload outcomes (bounded)
         self._status_failed = False
         self.tasks: list[asyncio.Task[None]] = []
+        self.watchdog: Watchdog | None = None  # only under a systemd WatchdogSec
+        self.delivery = DeliveryWatch(stall_limit(agent.cfg.uplink))
         self.expect_progress()
 
     # -- progress and watchdog ------------------------------------------------------------
@@ -88,6 +95,7 @@ class Ops:
             worst_cycle = len(plan.blocks) * bus.timeout * (bus.retries + 1)
             self.progress.expect(bus_mark(bus.name), 3 * max(bus.poll_interval, worst_cycle) + 30)
         up = cfg.uplink
+        self.delivery.limit = stall_limit(up)
         self.progress.expect(
             UPLINK_MARK, 2 * (up.backoff_cap + up.publish_timeout + up.keepalive) + 30
         )
@@ -116,9 +124,8 @@ class Ops:
         ]
         interval = watchdog_interval()
         if interval is not None:
-            self.tasks.append(
-                tg.create_task(Watchdog(self.stalled, interval).run(), name="watchdog")
-            )
+            self.watchdog = Watchdog(self.stalled, interval)
+            self.tasks.append(tg.create_task(self.watchdog.run(), name="watchdog"))
         sd_notify(f"READY=1\nSTATUS={self.status_line()}\nMAINPID={os.getpid()}")
 
     async def stop(self) -> None:
@@ -188,13 +195,15 @@ class Ops:
                 "config": str(agent.cfg.path),
                 "points": len(agent.cfg.points),
                 "reloads": self.reloads,
-                "watchdog": self.progress.stalled(),
+                "watchdog": self.watchdog_state(),
             },
         )
         self.status.update("clock", self.clock.snapshot())
         self.status.update("buses", self.tracker.buses(agent.pollers))
         self.status.update("alarms", _active_alarms(agent))
         oldest = min(stats.oldest_ts.values(), default=None)
+        mine = stats.pending_by_consumer.get(agent.forwarder.name, stats.pending_records)
+        self.delivery.check(fw, sum(mine.values()))
         self.status.update(
             "outbox",
             {
@@ -203,6 +212,7 @@ class Ops:
                 "oldest_unsent": None if oldest is None else round(oldest * 1000),
                 "oldest_unsent_age_s": None if oldest is None else round(now - oldest, 1),
                 "db_bytes": stats.db_bytes,
+                "used_bytes": stats.used_bytes,
                 "dropped_records": stats.dropped_records,
             },
         )
@@ -216,6 +226,7 @@ class Ops:
                 "failures": fw.failures,
                 "reconnects": fw.reconnects,
                 "last_error": fw.last_error,
+                "delivery": self.delivery.snapshot(),
             },
         )
         try:
@@ -229,6 +240,12 @@ class Ops:
                 log.info("writing %s again", self.status.path)
             self._status_failed = False
         sd_notify(f"STATUS={self.status_line()}")
+
+    def watchdog_state(self) -> dict[str, Any] | None:
+        """None without a systemd watchdog; else its interval and what stalls it (None: ok)."""
+        if self.watchdog is None:
+            return None
+        return {"interval_s": self.watchdog.interval, "stalled": self.stalled()}
 
     def record_reload(self, outcome: dict[str, Any]) -> None:
         self.reloads = [*self.reloads, outcome][-5:]

@@ -68,6 +68,7 @@ class Agent:
         self.ops = Ops(self, self.clock)
         self.health = Health(cfg, self.outbox, self.forwarder, self.store, self.ops.status)
         self.health.platforms = self.platforms
+        self.health.delivery, self.health.watchdog = self.ops.delivery, self.ops.watchdog_state
         self.web = WebHook(self)  # the status page ([web]); does nothing when disabled
         self.health.journal = self.journal
         self._stop = asyncio.Event()

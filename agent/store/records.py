@@ -106,6 +106,8 @@ class OutboxStats:
     replaced: int = 0  # corrupt databases moved aside since start
     # records per stream not yet acknowledged, for each configured consumer
     pending_by_consumer: dict[str, dict[str, int]] = field(default_factory=dict)
+    used_bytes: int = 0  # pages in use (the file minus its free pages), bytes
+    reclaimed_bytes: int = 0  # freed pages given back to the filesystem since start
 
 
 def event_body(kind: str, data: dict[str, Any], ts: float) -> bytes:

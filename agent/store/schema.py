@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from agent.store import reclaim
 from agent.store.progress import settle
 from agent.store.records import STREAMS, OutboxError, OutboxWriteError
 
@@ -73,6 +74,7 @@ def connect(
     """Open (create, migrate-check) the database; returns it and [rows, records] per stream."""
     con = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
     try:
+        reclaim.enable(con, path)  # first: auto_vacuum must precede the first table
         for pragma in (
             "journal_mode=WAL",
             "synchronous=NORMAL",

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, TypeVar
 
-from agent.store import leases, progress, schema
+from agent.store import leases, progress, reclaim, schema
 from agent.store.cap import enforce_cap, used_bytes
 from agent.store.leases import View
 from agent.store.records import (
@@ -71,6 +71,7 @@ class Store:
         # start); every call retries the open, at most every REOPEN_EVERY seconds
         self.unavailable: OutboxWriteError | None = None
         self._reopen_at = 0.0
+        self.reclaimer = reclaim.Reclaimer()  # gives free pages back after a drain
 
     # -- guarded entry point -----------------------------------------------------------------
 
@@ -115,6 +116,8 @@ class Store:
         self._prune_corrupt()
         self._con, self._pending = schema.connect(self.path, self.consumers, first_seq)
         self._acked = progress.count_acked(self._con, self.consumers)
+        mode = self._con.execute("PRAGMA auto_vacuum").fetchone()[0]
+        self.reclaimer.enabled = mode == reclaim.INCREMENTAL
 
     def _prune_corrupt(self) -> None:
         try:
@@ -320,6 +323,7 @@ class Store:
                 p = self._pending[b.stream]
                 p[0] -= len(b.rows)
                 p[1] -= b.records
+            self.reclaimer.step(self.db)
             return
         gone, marked = progress.ack_shared(self.db, live, self.consumers)
         for consumer, stream, n in gone:
@@ -335,6 +339,8 @@ class Store:
             a = self._acked[consumer][stream]
             a[0] += 1
             a[1] += n
+        if gone:
+            self.reclaimer.step(self.db)
 
     def stats(self) -> OutboxStats:
         db = self.db
@@ -355,6 +361,8 @@ class Store:
             pending_records={s: v[1] for s, v in self._pending.items()},
             next_seq=next_seq,
             db_bytes=schema.file_bytes(self.path),
+            used_bytes=used_bytes(db),
+            reclaimed_bytes=self.reclaimer.reclaimed_bytes,
             dropped_records=int(dropped),
             oldest_ts=oldest,
             replaced=self.replaced,

@@ -452,5 +452,5 @@ def mqtt_forwarder(
     def default_topic(stream: str) -> str:
         return f"{spec.topic_prefix}/{site.enterprise_code}/{site.gateway_id}/{stream}"
 
-    codec = MqttCodec(site, topic or default_topic, clock_synced)
+    codec = MqttCodec(site, topic or default_topic, clock_synced, spec.max_bytes_per_message)
     return Forwarder(source, uplink, codec, mqtt_policy(spec, stable_after))

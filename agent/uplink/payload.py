@@ -6,6 +6,7 @@ seq ranges when a batch is sent. docs/payloads.md documents every field.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Literal
@@ -17,6 +18,9 @@ from agent.core.decimals import WireRounding
 from agent.core.model import AlarmEvent, Frame, PointSpec, SiteSpec
 from agent.store.outbox import Batch, Entry, Row, event_entry
 from agent.uplink.contract import Message
+from agent.uplink.sizing import Oversize, fit, publish_budget
+
+log = logging.getLogger(__name__)
 
 WIRE_VERSION: Final = 1
 TELEMETRY_COLUMNS: Final = ("point", "device", "key", "ts", "value", "quality", "unit")
@@ -190,18 +194,57 @@ def _merge_objects(batch: Batch) -> list[dict[str, Any]]:
 
 
 class MqttCodec:
-    """The MQTT uplink's codec (agent.uplink.contract.Codec): one message per batch."""
+    """The MQTT uplink's codec (agent.uplink.contract.Codec): one message per batch, split
+    (agent.uplink.sizing) so that no PUBLISH packet exceeds `max_bytes`. A record too large
+    to send alone is logged once, counted in `oversize_records` and left out."""
 
     def __init__(
-        self, site: SiteSpec, topic: Callable[[str], str], clock_synced: Callable[[], bool]
+        self,
+        site: SiteSpec,
+        topic: Callable[[str], str],
+        clock_synced: Callable[[], bool],
+        max_bytes: int = 1 << 40,
     ) -> None:
         self.site, self.topic, self.clock_synced = site, topic, clock_synced
+        self.max_bytes = max_bytes
+        self.oversize_records = 0  # records left out since start (too large alone)
+        # (stream, seq) already reported: a batch sent again after a failure is encoded again
+        self._reported: dict[tuple[str, int], None] = {}
 
     def encode(self, batch: Batch) -> list[Message]:
-        body = build_message(
-            self.site, batch, backfill=batch.backfill, clock_synced=self.clock_synced()
+        topic = self.topic(batch.stream)
+        synced, sent = self.clock_synced(), time.time()
+
+        def build(part: Batch) -> bytes:
+            return build_message(
+                self.site, part, backfill=batch.backfill, clock_synced=synced, sent=sent
+            )
+
+        out: list[Message] = []
+        for got in fit(batch, publish_budget(self.max_bytes, topic), build):
+            if isinstance(got, Oversize):
+                self._oversize(batch, got)
+            else:
+                out.append(Message(topic, got[0], got[1]))
+        return out
+
+    def _oversize(self, batch: Batch, got: Oversize) -> None:
+        key = (batch.stream, got.row.seq_first)
+        if key in self._reported:
+            return
+        self._reported[key] = None
+        if len(self._reported) > 1000:  # bounded: forget the oldest
+            del self._reported[next(iter(self._reported))]
+        self.oversize_records += got.row.n
+        log.error(
+            "%s record seq %d is too large to send: its message alone is %d bytes, over"
+            " uplink.max_bytes_per_message (%d payload bytes on %s); dropped, not retried",
+            batch.stream,
+            got.row.seq_first,
+            got.size,
+            got.budget,
+            self.topic(batch.stream),
         )
-        return [Message(self.topic(batch.stream), body, batch.records)]
 
     def acked(self, batch: Batch) -> None:
         """Nothing to commit: a message depends only on its batch."""

@@ -65,6 +65,8 @@ def validate(value: Any, schema: dict[str, Any], root: dict[str, Any], path: str
             assert value == arg and type(value) is type(arg), f"{path}: {value!r} != {arg!r}"
         elif kw == "enum":
             assert value in arg, f"{path}: {value!r} not in {arg}"
+        elif kw in {"required", "additionalProperties"} and not isinstance(value, dict):
+            continue  # as in JSON Schema: object keywords say nothing about other types
         elif kw == "required":
             missing = [k for k in arg if k not in value]
             assert not missing, f"{path}: missing {missing}"
