@@ -126,18 +126,27 @@ def to_table(doc: dict[str, Any], now: float | None = None, lang: Lang = "en") -
         )
     )
     u = doc.get("uplink", {})
+    uplinks = doc.get("health", {}).get("uplinks") or {}
+
+    def oldest(pu: dict[str, Any]) -> str:  # this uplink's oldest unacknowledged record
+        if "oldest_unsent_age_s" not in pu:
+            return ""  # a snapshot from an agent before this field
+        return f", {_('oldest unsent')} {_age(pu['oldest_unsent_age_s'])}"
+
+    mqtt = uplinks.get("mqtt")
     lines.append(
         f"  {_('uplink'):<8} {u.get('target', '?')} "
         + (_("connected") if u.get("connected") else _("DISCONNECTED"))
+        + (f"; {_('pending')} {mqtt.get('pending_records', 0)}{oldest(mqtt)}" if mqtt else "")
         + (f" ({_('last error')}: {u['last_error']})" if u.get("last_error") else "")
     )
-    for name, pu in (doc.get("health", {}).get("uplinks") or {}).items():
+    for name, pu in uplinks.items():
         if name == "mqtt":
             continue  # the line above
         state = _("accepting") if pu.get("connected") else _("NOT ACCEPTING")
         lines.append(
             f"  {_('platform')} {name} ({pu.get('profile', '?')}) {pu.get('target', '?')} {state}; "
-            f"{_('pending')} {pu.get('pending_records', 0)}, {pu.get('requests', 0)} "
+            f"{_('pending')} {pu.get('pending_records', 0)}{oldest(pu)}, {pu.get('requests', 0)} "
             f"{_('requests accepted')}"
             + (f" ({_('last error')}: {pu['last_error']})" if pu.get("last_error") else "")
         )

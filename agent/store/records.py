@@ -106,6 +106,9 @@ class OutboxStats:
     replaced: int = 0  # corrupt databases moved aside since start
     # records per stream not yet acknowledged, for each configured consumer
     pending_by_consumer: dict[str, dict[str, int]] = field(default_factory=dict)
+    # wall-clock time (epoch s) of the oldest row each consumer has not acknowledged, per
+    # stream that has any; with several consumers refreshed at most every `oldest_every` s
+    oldest_by_consumer: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def event_body(kind: str, data: dict[str, Any], ts: float) -> bytes:

@@ -104,3 +104,24 @@ def test_alarms_print_the_text_of_the_chosen_language(tmp_path: Path) -> None:
     assert "ash-hopper" not in zh and zh_lines[-1] == "共 1 条记录"
     none = alarms_report(tmp_path / "nothing", since=None, active_only=False, lang="zh")
     assert none == f"{tmp_path / 'nothing'} 中尚无报警记录"
+
+
+def test_status_shows_each_uplinks_oldest_unsent() -> None:
+    now = time.time()
+    lagging = {"profile": "hebei", "target": "https://p", "connected": False}
+    doc = {
+        "written": round(now * 1000),
+        "agent": {"state": "running", "pid": None, "version": "9", "uptime_s": 5},
+        "uplink": {"target": "mqtt://x:1", "connected": True},
+        "health": {
+            "uplinks": {
+                "mqtt": {"pending_records": 0, "oldest_unsent_age_s": None},
+                "hebei": {**lagging, "pending_records": 12, "oldest_unsent_age_s": 600.0},
+            }
+        },
+    }
+    en = to_table(doc, now)
+    assert "uplink   mqtt://x:1 connected; pending 0, oldest unsent -" in en, en
+    assert "platform hebei (hebei) https://p NOT ACCEPTING; pending 12, oldest unsent 10 min," in en
+    zh = to_table(doc, now, lang="zh")
+    assert "平台 hebei (hebei) https://p 未接收; 待发送 12, 最早未发送 10 min," in zh, zh
