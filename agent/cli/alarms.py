@@ -16,22 +16,13 @@ from typing import Any
 
 import orjson
 
+from agent.cli.locale import Lang, translator
 from agent.core.model import StorageSpec
 from agent.store.journal import ChainHead, read_journal, verify_journal
 
 _AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-HEADERS = (
-    "time",
-    "device",
-    "point",
-    "transition",
-    "level",
-    "value",
-    "threshold",
-    "text_zh",
-    "text_en",
-)
+HEADERS = ("time", "device", "point", "transition", "level", "value", "threshold", "text")
 _GAP = "  "
 EX_NOPERM = 77
 _MIN_TEXT = 12
@@ -83,7 +74,14 @@ def _with_unit(v: Any, unit: str) -> str:
     return f"{s} {unit}" if unit and s != "—" else s
 
 
-def _row(r: dict[str, Any]) -> tuple[str, ...]:
+def headers(lang: Lang = "en") -> tuple[str, ...]:
+    tr = translator(lang)
+    return tuple(tr.get(h, h) for h in HEADERS)
+
+
+def _row(r: dict[str, Any], lang: Lang = "en") -> tuple[str, ...]:
+    """One journal record; the text in `lang` (the other language's when it has none)."""
+    tr = translator(lang)
     ts = r.get("ts")
     when = (
         datetime.fromtimestamp(ts / 1000).strftime("%Y-%m-%d %H:%M:%S")
@@ -91,29 +89,26 @@ def _row(r: dict[str, Any]) -> tuple[str, ...]:
         else "?"
     )
     unit = str(r.get("unit") or "")
+    first, other = ("text_zh", "text_en") if lang == "zh" else ("text_en", "text_zh")
+    transition, level = str(r.get("transition", "")), str(r.get("level") or "—")
     return (
         when,
         str(r.get("device", "")),
         str(r.get("point", "")),
-        str(r.get("transition", "")),
-        str(r.get("level") or "—"),
+        tr.get(transition, transition),
+        tr.get(level, level),
         _with_unit(r.get("value"), unit),
         _with_unit(r.get("threshold"), unit),
-        str(r.get("text_zh", "")),
-        str(r.get("text_en", "")),
+        str(r.get(first) or r.get(other) or ""),
     )
 
 
-def format_table(rows: Sequence[tuple[str, ...]], width: int) -> str:
-    """Columns sized to content; the two text columns share what is left of `width`."""
-    table = [HEADERS, *rows]
+def format_table(rows: Sequence[tuple[str, ...]], width: int, lang: Lang = "en") -> str:
+    """Columns sized to content; the text column gets what is left of `width`."""
+    table = [headers(lang), *rows]
     widths = [max(display_width(row[c]) for row in table) for c in range(len(HEADERS))]
-    fixed = sum(widths[:-2]) + len(_GAP) * (len(HEADERS) - 1)
-    room = max(width - fixed, 2 * _MIN_TEXT)
-    zh, en = widths[-2], widths[-1]
-    if zh + en > room:
-        zh_fit = max(_MIN_TEXT, min(zh, room * zh // (zh + en)))
-        widths[-2], widths[-1] = zh_fit, max(_MIN_TEXT, room - zh_fit)
+    fixed = sum(widths[:-1]) + len(_GAP) * (len(HEADERS) - 1)
+    widths[-1] = min(widths[-1], max(width - fixed, _MIN_TEXT))
     lines = []
     for row in table:
         cells = [fit(cell, w) for cell, w in zip(row, widths, strict=True)]
@@ -132,14 +127,19 @@ def alarms_report(
     active_only: bool,
     now: float | None = None,
     width: int | None = None,
+    *,
+    lang: Lang = "en",
 ) -> str:
     """The journal as a table, oldest first. `active_only`: one row per alarm whose latest
     transition is not a clear. `width` defaults to the terminal's. Raises ValueError for a
-    bad `since`."""
+    bad `since`. `lang`: the language of the headings, the words and the alarm texts."""
     now = time.time() if now is None else now
     cutoff = parse_since(since, now) if since is not None else -math.inf
     records = list(read_journal(directory))
+    zh = lang == "zh"
     if not records:
+        if zh:
+            return f"{directory} 中尚无报警记录"
         return f"no alarm transitions recorded in {directory} yet"
     if active_only:
         latest: dict[str, dict[str, Any]] = {}
@@ -150,12 +150,18 @@ def alarms_report(
     selected = sorted((r for r in records if _ts_s(r) >= cutoff), key=_ts_s)
     scope = f" since {since}" if since is not None else ""
     if not selected:
+        if zh:
+            what = "当前报警" if active_only else "报警记录"
+            return f"{directory} 中无{what}" + (f"（自 {since} 起）" if since is not None else "")
         what = "active alarms" if active_only else "alarm transitions"
         return f"no {what}{scope} in {directory}"
     if width is None:
         # A terminal gets a table that fits; a pipe or a file gets every character.
         width = shutil.get_terminal_size((200, 24)).columns if sys.stdout.isatty() else 10_000
-    table = format_table([_row(r) for r in selected], width)
+    table = format_table([_row(r, lang) for r in selected], width, lang)
+    if zh:
+        what = "条当前报警" if active_only else "条记录"
+        return f"{table}\n共 {len(selected)} {what}" + (f"（自 {since} 起）" if since else "")
     noun = "active alarm" if active_only else "transition"
     plural = "" if len(selected) == 1 else "s"
     return f"{table}\n{len(selected)} {noun}{plural}{scope}"
@@ -248,11 +254,11 @@ def _verify(storage: StorageSpec, args: argparse.Namespace) -> int:
     return code
 
 
-def run_alarms(storage: StorageSpec, args: argparse.Namespace) -> int:
+def run_alarms(storage: StorageSpec, args: argparse.Namespace, lang: Lang = "en") -> int:
     """`dust-agent alarms`: exit 0, 1 (--verify found a break), 2 (bad option), 3 (--verify
     could not check everything) or 77 (EX_NOPERM: the journal is not readable)."""
     try:
-        return _run_alarms(storage, args)
+        return _run_alarms(storage, args, lang)
     except OSError as exc:
         print(
             f"dust-agent alarms: cannot read {exc.filename or storage.dir}: "
@@ -263,7 +269,7 @@ def run_alarms(storage: StorageSpec, args: argparse.Namespace) -> int:
         return EX_NOPERM
 
 
-def _run_alarms(storage: StorageSpec, args: argparse.Namespace) -> int:
+def _run_alarms(storage: StorageSpec, args: argparse.Namespace, lang: Lang) -> int:
     directory = storage.dir / "journal"
     if getattr(args, "verify", False):
         return _verify(storage, args)
@@ -284,14 +290,19 @@ def _run_alarms(storage: StorageSpec, args: argparse.Namespace) -> int:
             if args.json:
                 sys.stdout.write("".join(orjson.dumps(r).decode() + "\n" for r in records))
                 return 0
+            zh = lang == "zh"
             if not records:
-                print(f"no matching alarm transitions in {directory}")
+                print(
+                    f"{directory} 中无匹配的报警记录"
+                    if zh
+                    else f"no matching alarm transitions in {directory}"
+                )
                 return 0
             width = shutil.get_terminal_size((200, 24)).columns if sys.stdout.isatty() else 10_000
-            print(format_table([_row(r) for r in records], width))
-            print(f"{len(records)} transition(s)")
+            print(format_table([_row(r, lang) for r in records], width, lang))
+            print(f"共 {len(records)} 条记录" if zh else f"{len(records)} transition(s)")
             return 0
-        print(alarms_report(directory, args.since, args.active))
+        print(alarms_report(directory, args.since, args.active, lang=lang))
     except ValueError as exc:
         print(f"dust-agent alarms: {exc}", file=sys.stderr)
         return 2

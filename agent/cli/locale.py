@@ -1,14 +1,18 @@
 """The language of the CLI's human output: Chinese when the locale says so (LANG=zh_CN.UTF-8),
-English otherwise; DUST_AGENT_LANG=zh|en overrides the locale (e.g. in the unit's
-Environment= or an operator's shell). JSON output is never translated."""
+English otherwise. The config's top-level `language = "zh" | "en"` overrides the locale
+("auto", the default, follows it); DUST_AGENT_LANG=zh|en overrides both, for one command or an
+operator's shell. JSON output is never translated."""
 
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
 Lang = Literal["en", "zh"]
+Language = Literal["auto", "zh", "en"]  # the config key: "auto" follows the locale
 
 # English phrase (as printed) -> Chinese; a phrase missing here prints in English.
 ZH: dict[str, str] = {
@@ -67,17 +71,52 @@ ZH: dict[str, str] = {
     "points BUSY": "个测点忙",
     "comm_loss: no answer for": "通讯中断：无应答已",
     "reading": "读数",
+    # `dust-agent alarms`
+    "time": "时间",
+    "device": "设备",
+    "point": "测点",
+    "transition": "变化",
+    "level": "级别",
+    "text": "内容",
+    "raise": "触发",
+    "escalate": "升级",
+    "deescalate": "降级",
+    "clear": "恢复",
+    "ack": "确认",
+    "shelve": "搁置",
+    "unshelve": "取消搁置",
+    # `dust-agent check`
+    "OK": "通过",
+    "points and alarm thresholds": "测点与报警阈值",
+    "addresses as written (addressing) and as read": "地址：配置写法（addressing）与实际读取",
 }
 
 
-def cli_lang(env: Mapping[str, str] | None = None) -> Lang:
-    """DUST_AGENT_LANG, else the first of LC_ALL, LC_MESSAGES, LANG that is set."""
+def cli_lang(env: Mapping[str, str] | None = None, configured: str = "auto") -> Lang:
+    """DUST_AGENT_LANG; else the config's `language` unless "auto"; else the first of LC_ALL,
+    LC_MESSAGES, LANG that is set; else English."""
     env = os.environ if env is None else env
-    for var in ("DUST_AGENT_LANG", "LC_ALL", "LC_MESSAGES", "LANG"):
+    override = env.get("DUST_AGENT_LANG", "")
+    if override:
+        return "zh" if override.lower().startswith("zh") else "en"
+    if configured in ("zh", "en"):
+        return "zh" if configured == "zh" else "en"
+    for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
         value = env.get(var, "")
         if value:
             return "zh" if value.lower().startswith("zh") else "en"
     return "en"
+
+
+def configured_language(config: Path) -> str:
+    """The config's top-level `language`, read leniently (for `status`, which works while the
+    config is broken): "auto" when the file cannot be read or the value is not zh / en."""
+    try:
+        data = tomllib.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return "auto"
+    value = data.get("language")
+    return value if value in ("zh", "en") else "auto"
 
 
 def translator(lang: Lang) -> dict[str, str]:

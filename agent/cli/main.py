@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent import __version__
+from agent.cli.locale import Lang
 from agent.config import EX_CONFIG, ConfigError, load_config
 from agent.core.model import AgentConfig
 from agent.core.redact import redact_url
@@ -56,14 +57,27 @@ def _rule_text(p: object) -> str:
     return rule_text(p)
 
 
+def _lang(cfg: AgentConfig) -> Lang:
+    """The language of a command's human output (agent.cli.locale)."""
+    from agent.cli.locale import cli_lang
+
+    return cli_lang(configured=cfg.language)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    from agent.cli.locale import translator
     from agent.source.plan import compile_config_plan, format_plan
 
     cfg = _load_public(args.config)  # secrets are checked when the service starts
     problems = _preflight(cfg, args.user)
     if problems is not None:
         return problems
-    print(f"config {cfg.path}: OK")
+    tr = translator(_lang(cfg))
+
+    def _(phrase: str) -> str:
+        return tr.get(phrase, phrase)
+
+    print(f"{_('config')} {cfg.path}: {_('OK')}")
     for warning in cfg.warnings:
         print(f"WARNING: {warning}")
     print(
@@ -90,14 +104,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     print()
     print(format_plan(compile_config_plan(cfg), cfg.points))
     print()
-    print("points and alarm thresholds:")
+    print(f"{_('points and alarm thresholds')}:")
     width = max(len(p.code) for p in cfg.points)
     for p in cfg.points:
         print(f"  {p.code:<{width}}  {p.kind:<22} {p.unit:<4} {_rule_text(p)}")
     written = [p for p in cfg.points if p.written_address]
     if written:
         print()
-        print("addresses as written (addressing) and as read:")
+        print(f"{_('addresses as written (addressing) and as read')}:")
         for p in written:
             print(f"  {p.code:<{width}}  {p.written_address} -> {p.table} {p.address}")
     return 0
@@ -168,12 +182,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_alarms(args: argparse.Namespace) -> int:
     from agent.cli.alarms import run_alarms
 
-    return run_alarms(_load_public(args.config).storage, args)
+    cfg = _load_public(args.config)
+    return run_alarms(cfg.storage, args, _lang(cfg))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from agent.cli import status as status_cli
-    from agent.cli.locale import cli_lang
+    from agent.cli.locale import cli_lang, configured_language
 
     state_dir, warning = status_cli.state_dir_of(Path(args.config))
     if warning:
@@ -183,7 +198,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"dust-agent status: {exc}", file=sys.stderr)
         return status_cli.EXIT_NO_STATUS
-    print(status_cli.to_json(doc) if args.json else status_cli.to_table(doc, lang=cli_lang()))
+    lang = cli_lang(configured=configured_language(Path(args.config)))
+    print(status_cli.to_json(doc) if args.json else status_cli.to_table(doc, lang=lang))
     return status_cli.exit_code(doc)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from agent.cli.locale import Lang, cli_lang
 from agent.core.model import AgentConfig
 from agent.service.operator import MAX_BY, MAX_REPLY
 
@@ -85,25 +86,32 @@ def exchange(path: Path, request: dict[str, Any], timeout: float) -> dict[str, A
     return answer
 
 
-def run_action(path: Path, request: dict[str, Any], timeout: float) -> int:
-    """Send `request`, print what happened, return the exit code (see the module doc)."""
+def run_action(path: Path, request: dict[str, Any], timeout: float, lang: Lang = "en") -> int:
+    """Send `request`, print what happened, return the exit code (see the module doc). The
+    lead-ins are in `lang`; the agent's own message and reasons are printed as it sent them."""
     action = request["action"]
+    zh = lang == "zh"
     try:
         answer = exchange(path, request, timeout)
     except Unreachable as exc:
-        print(f"dust-agent {action}: cannot reach the agent: {exc}", file=sys.stderr)
+        lead = "无法连接代理" if zh else "cannot reach the agent"
+        print(f"dust-agent {action}: {lead}: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
     except TimeoutError:
-        print(
-            f"dust-agent {action}: no answer from the agent within {timeout:g} s on {path}; "
-            "see `dust-agent alarms` for whether it was applied",
-            file=sys.stderr,
+        text = (
+            f"代理在 {timeout:g} 秒内未应答（{path}）；是否已执行请看 `dust-agent alarms`"
+            if zh
+            else f"no answer from the agent within {timeout:g} s on {path}; "
+            "see `dust-agent alarms` for whether it was applied"
         )
+        print(f"dust-agent {action}: {text}", file=sys.stderr)
         return EX_TEMPFAIL
     if answer.get("ok") is True:
-        print(answer.get("message", f"{request['alarm_id']}: {action} done"))
+        done = f"{request['alarm_id']}: {action} " + ("已完成" if zh else "done")
+        print(answer.get("message", done))
         return 0
-    print(f"dust-agent {action}: refused by the agent: {answer.get('error')}", file=sys.stderr)
+    lead = "代理拒绝" if zh else "refused by the agent"
+    print(f"dust-agent {action}: {lead}: {answer.get('error')}", file=sys.stderr)
     return 1
 
 
@@ -164,7 +172,8 @@ def add_operator_commands(
             request["note"] = args.note
         if args.command == "shelve":
             request["for"] = args.duration
-        return run_action(cfg.operator_spec.socket, request, args.timeout)
+        lang = cli_lang(configured=cfg.language)
+        return run_action(cfg.operator_spec.socket, request, args.timeout, lang)
 
     for p in (ack, shelve, sub.choices["unshelve"]):
         p.set_defaults(func=run)

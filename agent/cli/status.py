@@ -88,6 +88,9 @@ def _when(ms: int | None, now: float) -> str:
     return f"{datetime.fromtimestamp(ts).strftime('%Y-%m-%d %H:%M:%S')} ({_age(now - ts)} ago)"
 
 
+Tr = Callable[[str], str]
+
+
 def to_table(doc: dict[str, Any], now: float | None = None, lang: Lang = "en") -> str:
     t = time.time() if now is None else now
     tr = translator(lang)
@@ -95,6 +98,21 @@ def to_table(doc: dict[str, Any], now: float | None = None, lang: Lang = "en") -
     def _(phrase: str) -> str:
         return tr.get(phrase, phrase)
 
+    lines = _agent_lines(doc, t, _)
+    lines += _uplink_lines(doc, _)
+    lines += _outbox_lines(doc, _)
+    lines.append("")
+    lines += _bus_lines(doc, t, lang, _)
+    alarms = doc.get("alarms", [])
+    lines.append("")
+    lines.append(f"  {_('active alarms')}: {len(alarms)}")
+    lines.extend(_alarm_line(al, t, _) for al in alarms)
+    lines.append(f"\n({_('snapshot written')} {_when(doc.get('written'), t)})")
+    return "\n".join(lines)
+
+
+def _agent_lines(doc: dict[str, Any], t: float, _: Tr) -> list[str]:
+    """The agent, its watchdog, the last reload and the clock."""
     running, why = liveness(doc, t)
     a = doc.get("agent", {})
     lines = [
@@ -130,35 +148,54 @@ def to_table(doc: dict[str, Any], now: float | None = None, lang: Lang = "en") -
             else ""
         )
     )
+    return lines
+
+
+def _uplink_lines(doc: dict[str, Any], _: Tr) -> list[str]:
+    """MQTT (with a delivery stall when there is one) and each platform."""
     u = doc.get("uplink", {})
-    lines.append(
+    uplinks = doc.get("health", {}).get("uplinks") or {}
+
+    def oldest(pu: dict[str, Any]) -> str:  # this uplink's oldest unacknowledged record
+        if "oldest_unsent_age_s" not in pu:
+            return ""  # a snapshot from an agent before this field
+        return f", {_('oldest unsent')} {_age(pu['oldest_unsent_age_s'])}"
+
+    mqtt = uplinks.get("mqtt")
+    lines = [
         f"  {_('uplink'):<8} {u.get('target', '?')} "
         + (_("connected") if u.get("connected") else _("DISCONNECTED"))
+        + (f"; {_('pending')} {mqtt.get('pending_records', 0)}{oldest(mqtt)}" if mqtt else "")
         + (f" ({_('last error')}: {u['last_error']})" if u.get("last_error") else "")
-    )
+    ]
     stall = (u.get("delivery") or {}).get("stalled")
     if stall:
         lines.append(f"  {_('delivery STALLED')}: {stall}")
-    for name, pu in (doc.get("health", {}).get("uplinks") or {}).items():
+    for name, pu in uplinks.items():
         if name == "mqtt":
             continue  # the line above
         state = _("accepting") if pu.get("connected") else _("NOT ACCEPTING")
         lines.append(
             f"  {_('platform')} {name} ({pu.get('profile', '?')}) {pu.get('target', '?')} {state}; "
-            f"{_('pending')} {pu.get('pending_records', 0)}, {pu.get('requests', 0)} "
+            f"{_('pending')} {pu.get('pending_records', 0)}{oldest(pu)}, {pu.get('requests', 0)} "
             f"{_('requests accepted')}"
             + (f" ({_('last error')}: {pu['last_error']})" if pu.get("last_error") else "")
         )
+    return lines
+
+
+def _outbox_lines(doc: dict[str, Any], _: Tr) -> list[str]:
+    """The outbox, the delivery counters and the storage faults."""
     o = doc.get("outbox", {})
     pend = o.get("pending_records", {})
-    lines.append(
+    lines = [
         f"  {_('outbox'):<8} {_('pending')} "
         + ", ".join(f"{k} {v}" for k, v in pend.items())
         + f"; {_('oldest unsent')} {_age(o.get('oldest_unsent_age_s'))}"
         + f"; {_('file')} {o.get('db_bytes', 0) / 2**20:.1f} MiB"
         + (f" ({o['used_bytes'] / 2**20:.1f} MiB {_('used')})" if "used_bytes" in o else "")
         + f"; {_('dropped')} {o.get('dropped_records', 0)}"
-    )
+    ]
     h = doc.get("health")
     if h:  # agent.service.health: delivery counters since start (docs/payloads.md#health)
         lines.append(
@@ -177,10 +214,12 @@ def to_table(doc: dict[str, Any], now: float | None = None, lang: Lang = "en") -
                     else "writes work now"
                 )
             )
-    lines.append("")
-    lines.append(
-        f"  {_('bus / device'):<24} {_('unit'):>4}  {_('state'):<11} {_('last good read')}"
-    )
+    return lines
+
+
+def _bus_lines(doc: dict[str, Any], t: float, lang: Lang, _: Tr) -> list[str]:
+    """Each bus and its devices."""
+    lines = [f"  {_('bus / device'):<24} {_('unit'):>4}  {_('state'):<11} {_('last good read')}"]
     for bus in doc.get("buses", []):
         link = _("connected") if bus.get("connected") else _("DOWN")
         lines.append(
@@ -194,12 +233,7 @@ def to_table(doc: dict[str, Any], now: float | None = None, lang: Lang = "en") -
                 f"    {d['name']:<22} {d['unit']:>4}  {state:<11} {_when(d.get('last_good'), t)}"
                 + busy
             )
-    alarms = doc.get("alarms", [])
-    lines.append("")
-    lines.append(f"  {_('active alarms')}: {len(alarms)}")
-    lines.extend(_alarm_line(al, t, _) for al in alarms)
-    lines.append(f"\n({_('snapshot written')} {_when(doc.get('written'), t)})")
-    return "\n".join(lines)
+    return lines
 
 
 def _qty(v: Any, unit: str) -> str:

@@ -393,5 +393,6 @@ def load_config(file: Path | str, *, secrets: bool = True) -> AgentConfig:
         platforms=platform_specs(raw.platforms, site, points, cfg_file, secrets=secrets),
         web=web_spec(raw.web, raw.devices, cfg_file),
         operator=operator_spec(raw.operator, storage.dir, cfg_file),
+        language=raw.language,
         warnings=(*warnings, *shared_unit_warnings(raw, cfg_file)),
     )

@@ -274,6 +274,7 @@ class RawConfig(_Strict):
     operator: RawOperator = msgspec.field(default_factory=RawOperator)
     profiles_dir: str = "profiles"
     rules_pack: str = "rules/default.toml"
+    language: Literal["auto", "zh", "en"] = "auto"  # the CLI's human output; auto = locale
 
 
 class RawRulesPack(_Strict):
@@ -293,4 +294,5 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "read_mode": ("block", "point"),
     "addressing": ("zero_based", "one_based", "modicon"),
     "bus.parity": ("N", "E", "O"),
+    "language": ("auto", "zh", "en"),
 }

@@ -227,6 +227,7 @@ class AgentConfig:
     platforms: tuple[PlatformSpec, ...] = ()  # [[platforms]]: HTTP uplinks beside MQTT
     web: WebSpec = field(default_factory=WebSpec)  # [web]: the local status page
     operator: OperatorSpec | None = None  # None only for configs built by hand (tests)
+    language: str = "auto"  # the CLI's human output: "auto" (the locale), "zh" or "en"
     # "file: key path: message" lines `dust-agent check` prints without failing
     warnings: tuple[str, ...] = ()
 

@@ -82,18 +82,24 @@ class Health:
             "storage_error": guard.error if guard else None,
             "storage_failures": guard.failures if guard else 0,
             "held_in_memory": len(guard.held) if guard else 0,
-            "uplinks": self._uplinks(stats),
+            "uplinks": self._uplinks(stats, now),
             "oversize_records": int(getattr(self.forwarder.codec, "oversize_records", 0)),
             "delivery_stalled": self.delivery.stalled if self.delivery else None,
             "watchdog": self.watchdog(),
             "journal": None if self.journal is None else self.journal.head.to_json(),
         }
 
-    def _uplinks(self, stats: OutboxStats) -> dict[str, Any]:
-        """Each uplink on its own (MQTT first, then every platform), with its own pending."""
+    def _uplinks(self, stats: OutboxStats, now: float) -> dict[str, Any]:
+        """Each uplink on its own (MQTT first, then every platform), with its own pending and
+        the oldest record it has not acknowledged."""
         mine = stats.pending_by_consumer
+        oldest = stats.oldest_by_consumer
         return {
-            f.name: f.snapshot(mine.get(f.name, stats.pending_records))
+            f.name: f.snapshot(
+                mine.get(f.name, stats.pending_records),
+                min(oldest.get(f.name, stats.oldest_ts).values(), default=None),
+                now,
+            )
             for f in (self.forwarder, *self.platforms)
         }
 

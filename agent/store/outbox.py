@@ -68,7 +68,7 @@ from agent.store.records import (
     event_body,
     event_entry,
 )
-from agent.store.sqlite import Store
+from agent.store.sqlite import OLDEST_EVERY, Store
 
 __all__ = [
     "DEFAULT_CONSUMER",
@@ -101,10 +101,11 @@ class Outbox:
         *,
         sync_interval: float = 10.0,
         consumers: tuple[str, ...] = (DEFAULT_CONSUMER,),
+        oldest_every: float = OLDEST_EVERY,
     ) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
-        self._store = Store(self.path, max_bytes, sync_interval, consumers)
+        self._store = Store(self.path, max_bytes, sync_interval, consumers, oldest_every)
         self.consumers = self._store.consumers
         self._executor: ThreadPoolExecutor | None = None
         self._undeleted: list[Batch] = []  # acknowledged, still leased: the delete failed

@@ -44,6 +44,25 @@ def count_acked(db: sqlite3.Connection, consumers: Sequence[str]) -> dict[str, C
     return out
 
 
+def oldest_unacked(db: sqlite3.Connection, consumers: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per consumer and stream: the wall-clock time of the oldest stored row that consumer has
+    not acknowledged (streams it has fully acknowledged are left out). Per (consumer, stream)
+    one walk of index outbox_stream_id in id order that stops at the first row without a
+    primary-key hit in `acked`: instant for a lagging consumer, as long as the lagging ones'
+    backlog for one ahead of them. With one consumer, the first row of each stream."""
+    out: dict[str, dict[str, float]] = {c: {} for c in consumers}
+    for c in consumers:
+        for stream in STREAMS:
+            got = db.execute(
+                "SELECT o.ts FROM outbox o WHERE o.stream=? AND NOT EXISTS "
+                "(SELECT 1 FROM acked a WHERE a.uplink=? AND a.id=o.id) ORDER BY o.id LIMIT 1",
+                (stream, c),
+            ).fetchone()
+            if got is not None:
+                out[c][stream] = float(got[0])
+    return out
+
+
 @contextlib.contextmanager
 def transaction(db: sqlite3.Connection) -> Iterator[None]:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""

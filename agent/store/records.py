@@ -108,6 +108,9 @@ class OutboxStats:
     pending_by_consumer: dict[str, dict[str, int]] = field(default_factory=dict)
     used_bytes: int = 0  # pages in use (the file minus its free pages), bytes
     reclaimed_bytes: int = 0  # freed pages given back to the filesystem since start
+    # wall-clock time (epoch s) of the oldest row each consumer has not acknowledged, per
+    # stream that has any; with several consumers refreshed at most every `oldest_every` s
+    oldest_by_consumer: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def event_body(kind: str, data: dict[str, Any], ts: float) -> bytes:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +38,8 @@ from agent.store.records import (
 
 log = logging.getLogger("agent.store.outbox")
 
+# seconds between queries of each consumer's oldest unacknowledged row (several consumers)
+OLDEST_EVERY: Final = 5.0
 REOPEN_EVERY: Final = 1.0  # seconds between attempts to open a database that cannot be written
 
 _T = TypeVar("_T")
@@ -51,6 +54,7 @@ class Store:
         max_bytes: int,
         sync_interval: float = 10.0,
         consumers: tuple[str, ...] = (DEFAULT_CONSUMER,),
+        oldest_every: float = OLDEST_EVERY,
     ) -> None:
         if not consumers or len(set(consumers)) != len(consumers) or "" in consumers:
             raise ValueError(f"consumers must be distinct non-empty names, got {consumers!r}")
@@ -64,6 +68,11 @@ class Store:
         # records acknowledged by a consumer whose rows others still need: [rows, records]
         self._acked: dict[str, progress.Counts] = {}
         self._recount = False
+        # per consumer oldest unacknowledged row (progress.oldest_unacked), and when it was
+        # last queried (monotonic): stats() may be called often, this walks an index
+        self.oldest_every = oldest_every
+        self._oldest_by: dict[str, dict[str, float]] = {}
+        self._oldest_at = -math.inf
         self._con: sqlite3.Connection | None = None
         self._pending: dict[str, list[int]] = {s: [0, 0] for s in STREAMS}
         self._last_full_sync = 0.0
@@ -356,6 +365,11 @@ class Store:
             ).fetchone()
             if got is not None:
                 oldest[stream] = float(got[0])
+        if not self.shared:  # the only consumer: its oldest unacknowledged row is the oldest
+            self._oldest_by = {self.consumers[0]: dict(oldest)}
+        elif time.monotonic() - self._oldest_at >= self.oldest_every:
+            self._oldest_by = progress.oldest_unacked(db, self.consumers)
+            self._oldest_at = time.monotonic()
         return OutboxStats(
             pending_rows={s: v[0] for s, v in self._pending.items()},
             pending_records={s: v[1] for s, v in self._pending.items()},
@@ -370,4 +384,5 @@ class Store:
                 c: {s: self._pending[s][1] - acked[s][1] for s in STREAMS}
                 for c, acked in self._acked.items()
             },
+            oldest_by_consumer={c: dict(v) for c, v in self._oldest_by.items()},
         )

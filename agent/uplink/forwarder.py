@@ -404,9 +404,13 @@ class Forwarder:
             with contextlib.suppress(asyncio.CancelledError):
                 await waiter
 
-    def snapshot(self, pending: dict[str, int]) -> dict[str, Any]:
-        """This uplink's entry in the health snapshot's "uplinks"."""
+    def snapshot(
+        self, pending: dict[str, int], oldest: float | None = None, now: float | None = None
+    ) -> dict[str, Any]:
+        """This uplink's entry in the health snapshot's "uplinks". `oldest`: wall-clock time
+        of the oldest record this uplink has not acknowledged (None: nothing pending)."""
         s = self.stats
+        t = time.time() if now is None else now
         return {
             **self.labels,
             "target": self.uplink.target,
@@ -416,6 +420,8 @@ class Forwarder:
             "acknowledged_records": s.records,
             "pending": pending,
             "pending_records": sum(pending.values()),
+            "oldest_unsent": None if oldest is None else round(oldest * 1000),
+            "oldest_unsent_age_s": None if oldest is None else round(max(0.0, t - oldest), 1),
             "failures": s.failures,
             "retries": s.reconnects,
             "last_error": s.last_error or None,

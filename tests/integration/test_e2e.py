@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -157,10 +158,11 @@ def test_smoulder_raises_hopper_alarm_and_journal_has_it(broker: Broker, tmp_pat
         capture_output=True,
         text=True,
         cwd=REPO,
+        env={**os.environ, "DUST_AGENT_LANG": "zh"},  # the Chinese texts (agent.cli.locale)
         timeout=30,
     )
     assert out.returncode == 0, out.stderr
-    assert "DC-1" in out.stdout and "escalate" in out.stdout and "灰斗温度" in out.stdout
+    assert "DC-1" in out.stdout and "升级" in out.stdout and "灰斗温度" in out.stdout
     active = subprocess.run(
         [str(BIN / "dust-agent"), "alarms", "-c", str(cfg), "--active"],
         check=False,

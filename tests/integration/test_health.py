@@ -105,6 +105,9 @@ def test_health_on_the_broker_in_status_json_and_in_dust_agent_status(
                 )
                 h = latest(col)
                 assert h["failures"] >= 1 and h["last_error"]
+                mqtt = h["uplinks"]["mqtt"]  # its own oldest unacknowledged record
+                age = mqtt["oldest_unsent_age_s"]
+                assert age is None or (age >= 0 and isinstance(mqtt["oldest_unsent"], int)), mqtt
                 wait_for(
                     lambda: status_health(state).get("reconnects", 0) >= 1,
                     30,

@@ -148,8 +148,7 @@ def test_report_table_with_local_time_and_aligned_chinese(tmp_path: Path) -> Non
         "level",
         "value",
         "threshold",
-        "text_zh",
-        "text_en",
+        "text",
     ]
     assert lines[1].startswith("2024-05-01 08:00:00  DC-1    P001   raise       alarm  72.5 °C")
     assert "P001   clear       —      74.5 °C  70 °C" in lines[3]
@@ -160,8 +159,8 @@ def test_report_table_with_local_time_and_aligned_chinese(tmp_path: Path) -> Non
 
 
 def test_report_fits_a_narrow_terminal(tmp_path: Path) -> None:
-    out = alarms_report(_journal(tmp_path), since=None, active_only=False, width=140)
-    assert all(display_width(line) <= 140 for line in out.splitlines())
+    out = alarms_report(_journal(tmp_path), since=None, active_only=False, width=100)
+    assert all(display_width(line) <= 100 for line in out.splitlines())
     assert "…" in out
 
 

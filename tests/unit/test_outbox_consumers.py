@@ -101,3 +101,70 @@ async def test_byte_cap_applies_and_reports_with_a_lagging_consumer(tmp_path: Pa
         await box.ack(b)
     assert "data_dropped" in events
     await box.close()
+
+
+T0 = 1_714_521_600.0
+
+
+async def test_oldest_unsent_is_per_consumer(tmp_path: Path) -> None:
+    """Each uplink's oldest unacknowledged row, not the stream's oldest row: hebei lags."""
+    box = Outbox(tmp_path / "o.db", 10_000_000, consumers=TWO, oldest_every=0.0)
+    await box.open()
+    mqtt, hebei = box.consumer("mqtt"), box.consumer("hebei")
+    await box.put([Entry("telemetry", 1, b"x", T0 + 10 * i) for i in range(3)])
+    await box.put([Entry("alarm", 1, b"a", T0 + 15)])
+    stats = await box.stats()
+    assert stats.oldest_by_consumer == {
+        "mqtt": {"alarm": T0 + 15, "telemetry": T0},
+        "hebei": {"alarm": T0 + 15, "telemetry": T0},
+    }
+    b = await hebei.begin(1)  # the alarm first (drain priority), then the first telemetry row
+    assert b is not None and b.stream == "alarm"
+    await hebei.ack(b)
+    b = await hebei.begin(1)
+    assert b is not None and [r.seq_first for r in b.rows] == [1]
+    await hebei.ack(b)
+    b = await mqtt.begin(1)
+    assert b is not None and b.stream == "alarm"
+    await mqtt.ack(b)  # the alarm is gone: both acked it
+    b = await mqtt.begin(2)  # telemetry rows 1 and 2: row 1 goes, row 2 waits for hebei
+    assert b is not None and [r.seq_first for r in b.rows] == [1, 2]
+    await mqtt.ack(b)
+    stats = await box.stats()
+    assert stats.oldest_ts == {"telemetry": T0 + 10}  # the stream's oldest row
+    assert stats.oldest_by_consumer == {
+        "mqtt": {"telemetry": T0 + 20},  # row 2 is acknowledged by mqtt
+        "hebei": {"telemetry": T0 + 10},  # the lagging one
+    }
+    assert await drain(mqtt) == [("telemetry", 3)]
+    stats = await box.stats()
+    assert stats.oldest_by_consumer == {"mqtt": {}, "hebei": {"telemetry": T0 + 10}}
+    assert await drain(hebei) == [("telemetry", 2), ("telemetry", 3)]
+    stats = await box.stats()
+    assert stats.oldest_by_consumer == {"mqtt": {}, "hebei": {}} and stats.oldest_ts == {}
+    await box.close()
+
+
+async def test_oldest_unsent_is_queried_at_most_every_oldest_every(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", 10_000_000, consumers=TWO, oldest_every=3600.0)
+    await box.open()
+    await box.put([Entry("telemetry", 1, b"x", T0 + i) for i in range(2)])
+    assert (await box.stats()).oldest_by_consumer["mqtt"] == {"telemetry": T0}
+    assert await drain(box.consumer("mqtt")) == [("telemetry", 1), ("telemetry", 2)]
+    stats = await box.stats()  # within the hour: the figure of the last query
+    assert stats.oldest_by_consumer["mqtt"] == {"telemetry": T0}
+    assert stats.pending_by_consumer["mqtt"] == {"alarm": 0, "event": 0, "telemetry": 0}
+    await box.close()
+    reopened = Outbox(tmp_path / "o.db", 10_000_000, consumers=TWO, oldest_every=3600.0)
+    await reopened.open()
+    assert (await reopened.stats()).oldest_by_consumer == {"mqtt": {}, "hebei": {"telemetry": T0}}
+    await reopened.close()
+
+
+async def test_one_consumer_oldest_unsent_is_the_oldest_row(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", 10_000_000)
+    await box.open()
+    await box.put([Entry("event", 1, b"e", T0 + 5), Entry("telemetry", 1, b"x", T0)])
+    stats = await box.stats()
+    assert stats.oldest_by_consumer == {"default": {"event": T0 + 5, "telemetry": T0}}
+    await box.close()

@@ -177,6 +177,10 @@ class AgentFeed:
                     "pending": dict(st.pending_records),
                     "by_consumer": dict(getattr(st, "pending_by_consumer", {}) or {}),
                     "oldest": min(st.oldest_ts.values(), default=None),
+                    "oldest_by": {
+                        c: min(v.values(), default=None)
+                        for c, v in (getattr(st, "oldest_by_consumer", {}) or {}).items()
+                    },
                 }
             await asyncio.sleep(OUTBOX_EVERY)
 
@@ -219,8 +223,8 @@ class AgentFeed:
                     "target": fw.uplink.target,
                     "connected": fw.stats.connected,
                     "pending": None if mine is None else sum(mine.values()),
-                    # the store keeps the oldest row per stream, not per uplink
-                    "oldest": self._outbox.get("oldest") if fw is agent.forwarder else None,
+                    # the oldest record this uplink has not acknowledged (its own cursor)
+                    "oldest": self._outbox.get("oldest_by", {}).get(fw.name),
                     "last_error": fw.stats.last_error or None,
                 }
             )
