@@ -22,7 +22,8 @@ import pytest
 from agent.core.backoff import Backoff
 from agent.core.model import AlarmEvent, Frame, PointSpec, SiteSpec, Transition, UplinkSpec
 from agent.store.outbox import Outbox
-from agent.uplink.forwarder import Forwarder, honour_cancel, mqtt_forwarder
+from agent.uplink.flow import honour_cancel
+from agent.uplink.forwarder import Forwarder, mqtt_forwarder
 from agent.uplink.mqtt import MqttUplink, UplinkError
 from agent.uplink.payload import encode_alarms, encode_telemetry
 from firmware_sim.harness import Broker, free_port
@@ -253,7 +254,8 @@ CHILD = """
 import asyncio, sys
 from pathlib import Path
 from agent.core.backoff import Backoff
-from agent.uplink.forwarder import honour_cancel, mqtt_forwarder
+from agent.uplink.flow import honour_cancel
+from agent.uplink.forwarder import mqtt_forwarder
 from agent.core.model import SiteSpec, UplinkSpec
 from agent.uplink.mqtt import MqttUplink
 from agent.store.outbox import Outbox

@@ -24,7 +24,8 @@ import pytest
 
 from agent.store.outbox import Entry, Outbox
 from agent.uplink.consumer import Tracker
-from agent.uplink.forwarder import honour_cancel, mqtt_forwarder
+from agent.uplink.flow import honour_cancel
+from agent.uplink.forwarder import mqtt_forwarder
 from agent.uplink.payload import encode_alarms, encode_telemetry
 from firmware_sim.harness import Broker
 from tests.integration.test_forwarder import (
