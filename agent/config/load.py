@@ -22,7 +22,6 @@ from agent.config.fieldbus import (
     device_holes,
     regs_clash,
 )
-from agent.config.platforms import platform_specs
 from agent.config.rules import (
     Rules,
     check_kind,
@@ -57,6 +56,7 @@ from agent.core.model import (
     PointSpec,
     SiteSpec,
 )
+from agent.core.platformspec import PlatformSpec
 
 REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
@@ -366,6 +366,11 @@ def load_config(file: Path | str) -> AgentConfig:
             )
     uplink = uplink_spec(raw.uplink, site, cfg_file)
     points = tuple(s for s, _ in specs)
+    platforms: tuple[PlatformSpec, ...] = ()
+    if raw.platforms:  # the platform code (cryptography: ~7 MB RSS) only when configured
+        from agent.config.platforms import platform_specs
+
+        platforms = platform_specs(raw.platforms, site, points, cfg_file)
     return AgentConfig(
         path=cfg_file,
         site=site,
@@ -373,6 +378,6 @@ def load_config(file: Path | str) -> AgentConfig:
         points=points,
         uplink=uplink,
         storage=storage_spec(raw.storage, cfg_file, points, buses),
-        platforms=platform_specs(raw.platforms, site, points, cfg_file),
+        platforms=platforms,
         web=web_spec(raw.web, raw.devices, cfg_file),
     )
