@@ -154,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="the snapshot as JSON, for scripts")
     status.set_defaults(func=cmd_status)
-    from agent.uplink.platforms.receiver import add_arguments as rehearse_arguments
-    from agent.uplink.platforms.receiver import cmd_rehearse
+    from agent.cli.rehearse import add_arguments as rehearse_arguments
+    from agent.cli.rehearse import cmd_rehearse
 
     rehearse = sub.add_parser(
         "platform-rehearse",
