@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_SECONDS ?= 90
 PYTEST_ARGS ?=
 
-.PHONY: demo test check bench bench-e2e bench-drain bench-bus bench-ingest bench-sim bench-web system-deps venv clean install
+.PHONY: demo test check bench bench-e2e bench-drain bench-bus bench-ingest bench-sim bench-web bench-peer system-deps venv clean install
 
 system-deps:
 	@scripts/setup-system.sh
@@ -52,6 +52,9 @@ bench-sim: venv
 
 bench-web: venv
 	@$(BIN)/python bench/web.py
+
+bench-peer: venv
+	@$(BIN)/python bench/peer.py
 
 # Install as a systemd service on this machine (as root): docs/operations.md.
 install:
