@@ -1,11 +1,12 @@
 """Store-and-forward outbox: SQLite (WAL) rows per stream with gap-free sequence numbers.
 
-SQLite calls that may fsync (alarm and event puts, the telemetry put every `sync_interval`,
-checkpoints) or take long (open, close, stats, boundaries) run on one dedicated worker thread
-(agent.store.sqlite holds the SQL). The small ones (telemetry puts in between, begin, ack) run
-inline on the event loop when the worker is idle: a hand-off costs two thread wake-ups, more
-CPU than the call itself. Calls never overlap, and run in the order they are made. The async
-methods return after COMMIT either way.
+SQLite calls that fsync (alarm and event puts, the telemetry put every `sync_interval`) or
+take long (open, close, stats, boundaries, begin and ack while a backlog drains) run on one
+dedicated worker thread (agent.store.sqlite holds the SQL). The small calls of steady
+operation (telemetry puts in between, begin, ack) run inline on the event loop when the
+worker is idle: a hand-off costs two thread wake-ups, more CPU than the call itself; a drain
+keeps the hand-offs, so that the loop stays free for the pollers. Calls never overlap, and
+run in the order they are made. The async methods return after COMMIT either way.
 
 Contract:
 
@@ -187,7 +188,12 @@ class Outbox:
         # clear before the query: a put committed after it sets the event again
         self._wakes[consumer or self.consumers[0]].clear()
         return await self._run(
-            self._store.begin, max(1, max_records), max_bytes, backlog, consumer, inline=True
+            self._store.begin,
+            max(1, max_records),
+            max_bytes,
+            backlog,
+            consumer,
+            inline=not self._store.backlogged(),
         )
 
     async def ack(self, *batches: Batch) -> None:
@@ -199,7 +205,7 @@ class Outbox:
         """
         todo = [*self._undeleted, *batches]
         try:
-            await self._run(self._store.delete, todo, inline=not self._store.checkpoint_due())
+            await self._run(self._store.delete, todo, inline=not self._store.backlogged())
         except OutboxWriteError as exc:
             if not self._undeleted:
                 log.warning(

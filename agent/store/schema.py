@@ -72,13 +72,13 @@ def connect(
 ) -> tuple[sqlite3.Connection, dict[str, list[int]]]:
     """Open (create, migrate-check) the database; returns it and [rows, records] per stream."""
     # Used by one thread at a time: the outbox's worker, or the event loop while the worker is
-    # idle (agent.store.outbox). Checkpoints (they fsync) run only on the worker: Store.put.
+    # idle (agent.store.outbox). Store.put checkpoints after each synchronous (FULL) put, on
+    # the worker; SQLite's automatic checkpoint (1000 pages) stays as the backstop.
     con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         for pragma in (
             "journal_mode=WAL",
             "synchronous=NORMAL",
-            "wal_autocheckpoint=0",
             "busy_timeout=5000",
             f"journal_size_limit={JOURNAL_SIZE_LIMIT}",
         ):

@@ -38,8 +38,8 @@ from agent.store.records import (
 log = logging.getLogger("agent.store.outbox")
 
 REOPEN_EVERY: Final = 1.0  # seconds between attempts to open a database that cannot be written
-# commits between checkpoints at most (puts checkpoint every sync_interval; deletes need this)
-CHECKPOINT_COMMITS: Final = 500
+# rows pending above which begin and ack leave the loop (a backlog drain; agent.store.outbox)
+INLINE_MAX_PENDING: Final = 64
 
 _T = TypeVar("_T")
 
@@ -68,7 +68,6 @@ class Store:
         self._con: sqlite3.Connection | None = None
         self._pending: dict[str, list[int]] = {s: [0, 0] for s in STREAMS}
         self._last_full_sync = 0.0
-        self._commits = 0  # commits since the last checkpoint
         # set while the database cannot be opened for writing (read-only or full disk at
         # start); every call retries the open, at most every REOPEN_EVERY seconds
         self.unavailable: OutboxWriteError | None = None
@@ -217,21 +216,21 @@ class Store:
         return any(rows for rows, _ in self._pending.values())
 
     def needs_sync(self, entries: Sequence[Entry]) -> bool:
-        """Would `put(entries)` fsync and checkpoint? Such calls stay on the outbox's worker
+        """Would `put(entries)` fsync (and checkpoint)? Such calls stay on the outbox's worker
         thread; the others may run inline (agent.store.outbox)."""
         return (
             any(e.stream != "telemetry" for e in entries)
             or time.monotonic() - self._last_full_sync >= self.sync_interval
-            or self._commits + 1 >= CHECKPOINT_COMMITS
         )
 
-    def checkpoint_due(self) -> bool:
-        """Would the next `delete` checkpoint (see needs_sync)?"""
-        return self._commits + 1 >= CHECKPOINT_COMMITS
+    def backlogged(self) -> bool:
+        """More rows pending than steady operation leaves: begin and ack go to the worker."""
+        return sum(rows for rows, _ in self._pending.values()) > INLINE_MAX_PENDING
 
     def put(self, entries: list[Entry]) -> None:
         """One transaction; alarms/events (and telemetry every sync_interval) fsync'ed, and
-        then the WAL checkpointed (there is no automatic checkpoint: agent.store.schema)."""
+        then the WAL checkpointed: that keeps SQLite's automatic checkpoint, which would run
+        in whichever commit crosses 1000 pages, mostly off the event loop."""
         db = self.db
         now = time.monotonic()
         full = self.needs_sync(entries)
@@ -248,7 +247,6 @@ class Store:
             if full:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("PRAGMA synchronous=NORMAL")
-        self._commits += 1
         if full:
             self._last_full_sync = now
             self.checkpoint()
@@ -302,19 +300,15 @@ class Store:
         leases.release(self.view(batch.consumer), batch, rewind=rewind)
 
     def checkpoint(self) -> None:
-        """Copy the WAL into the database (PASSIVE: never waits); on the worker thread."""
+        """Copy the WAL into the database (PASSIVE: never waits)."""
         with contextlib.suppress(sqlite3.Error):
             self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        self._commits = 0
 
     def delete(self, batches: Sequence[Batch]) -> None:
         """Record the acknowledgement of the batches (one transaction)."""
         live = [b for b in batches if b.gen == self.gen]
         if not live:
             return
-        self._commits += 1
-        if self._commits >= CHECKPOINT_COMMITS:  # a drain without puts: bound the WAL
-            self.checkpoint()
         if not self.shared:  # the fast path: the only consumer acknowledged, delete
             progress.delete_all(self.db, live)
             for b in live:

@@ -1,7 +1,6 @@
-"""The outbox runs small SQLite calls inline on the loop and keeps fsyncs and checkpoints on
-its worker (issue 16). There is no automatic checkpoint: these tests show that the WAL stays
-bounded by the outbox's own checkpoints, with puts and with a drain that makes no put, and
-that alarm puts (fsync) and inline telemetry puts interleave without losing order or rows."""
+"""The outbox runs the small SQLite calls of steady operation inline on the loop, and fsyncs
+and backlog drains on its worker (issue 16): calls switching between the two lose, repeat
+and reorder nothing."""
 
 from __future__ import annotations
 
@@ -9,34 +8,33 @@ import asyncio
 from pathlib import Path
 
 from agent.store.outbox import Entry, Outbox
-from agent.store.sqlite import CHECKPOINT_COMMITS
+from agent.store.sqlite import INLINE_MAX_PENDING
 
 
 def telemetry(i: int) -> Entry:
     return Entry("telemetry", 1, b'{"i":%d,"pad":"%s"}' % (i, b"x" * 200), 1.75e9 + i)
 
 
-def wal_bytes(db: Path) -> int:
-    wal = db.with_name(db.name + "-wal")
-    return wal.stat().st_size if wal.exists() else 0
-
-
-FRAME = 4096 + 24  # a WAL frame: one page and its header
-
-
-async def test_the_wal_stays_bounded_without_automatic_checkpoints(tmp_path: Path) -> None:
-    """A drain that makes no put (acks only): 10 x CHECKPOINT_COMMITS commits of at least one
-    frame each would grow the WAL past 10 x CHECKPOINT_COMMITS frames without checkpoints;
-    the outbox checkpoints every CHECKPOINT_COMMITS commits (a commit here writes at most a
-    leaf, a freelist page and the header page)."""
-    db = tmp_path / "outbox.db"
-    box = Outbox(db, 100_000_000, sync_interval=3600.0)  # checkpoints by commit count only
+async def test_a_backlog_drain_with_puts_between_loses_and_repeats_nothing(
+    tmp_path: Path,
+) -> None:
+    """Leases and acks leave the loop while a backlog drains (more than INLINE_MAX_PENDING
+    rows) and come back inline once it is drained; telemetry puts made meanwhile run inline
+    when the worker is idle. Every row comes out once, in order."""
+    box = Outbox(tmp_path / "outbox.db", 100_000_000)
     await box.open()
     try:
-        await box.put([telemetry(i) for i in range(10 * CHECKPOINT_COMMITS)])
-        while (batch := await box.begin(1)) is not None:
+        n_backlog = 3 * INLINE_MAX_PENDING
+        await box.put([telemetry(i) for i in range(n_backlog)])
+        seen: list[bytes] = []
+        nxt = n_backlog
+        while (batch := await box.begin(7)) is not None:
+            seen += [r.body for r in batch.rows]
             await box.ack(batch)
-        assert wal_bytes(db) <= 3 * CHECKPOINT_COMMITS * FRAME
+            if nxt < n_backlog + 20:
+                await box.put([telemetry(nxt)])
+                nxt += 1
+        assert seen == [telemetry(i).body for i in range(nxt)]
     finally:
         await box.close()
 
