@@ -228,9 +228,10 @@ class Store:
         return sum(rows for rows, _ in self._pending.values()) > INLINE_MAX_PENDING
 
     def put(self, entries: list[Entry]) -> None:
-        """One transaction; alarms/events (and telemetry every sync_interval) fsync'ed, and
-        then the WAL checkpointed: that keeps SQLite's automatic checkpoint, which would run
-        in whichever commit crosses 1000 pages, mostly off the event loop."""
+        """One transaction; alarms/events (and telemetry every sync_interval) fsync'ed. The
+        periodic telemetry sync also checkpoints the WAL (on the worker): that keeps SQLite's
+        automatic checkpoint, which runs in whichever commit crosses 1000 pages, mostly off
+        the event loop."""
         db = self.db
         now = time.monotonic()
         full = self.needs_sync(entries)
@@ -249,7 +250,8 @@ class Store:
                     db.execute("PRAGMA synchronous=NORMAL")
         if full:
             self._last_full_sync = now
-            self.checkpoint()
+            if all(e.stream == "telemetry" for e in entries):  # an alarm's put stays short
+                self.checkpoint()
         for stream, rows, n in added:
             p = self._pending[stream]
             p[0] += rows
