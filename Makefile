@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_SECONDS ?= 90
 PYTEST_ARGS ?=
 
-.PHONY: demo test check bench bench-flood bench-e2e bench-drain bench-bus bench-ingest bench-sim bench-web bench-fleet bench-soak system-deps venv clean install
+.PHONY: demo test check bench bench-flood bench-e2e bench-drain bench-bus bench-ingest bench-sim bench-web bench-peer bench-fleet bench-soak system-deps venv clean install
 
 system-deps:
 	@scripts/setup-system.sh
@@ -55,6 +55,9 @@ bench-flood: venv
 
 bench-web: venv
 	@$(BIN)/python bench/web.py
+
+bench-peer: venv
+	@$(BIN)/python bench/peer.py
 
 # 100 agents and a broker restart (~2.5 min, ~6 GB RSS): not part of `make bench`
 bench-fleet: venv

@@ -1,11 +1,14 @@
 """Footprint: steady-state CPU and RSS of the agent at 1 Hz for 100, 1,000 and 5,000 points
-against the simulator's bench plant, and the start-up time to the first poll.
+against the simulator's bench plant, and the start-up time to the first poll; next to the
+floors measured in the same run (bench/floors.py): the RSS of a process that only imports the
+agent's libraries, and the CPU of a bare pymodbus loop reading the same devices in one tick.
 
     .venv/bin/python bench/footprint.py [--points 100 1000 5000] [--seconds 60] [--runs 1]
 
 Points = devices x registers (20 a device, up to 200 devices). "First data" is the first
 telemetry at the broker, an upper bound of the first poll.
-Medians are over the CPU windows (and over runs for the start-up times). Nothing is asserted.
+Medians are over the CPU windows (and over runs for the start-up times). CPU comes from
+/proc/PID/task/*/schedstat (ns), not from 10 ms ticks. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ import time
 from pathlib import Path
 
 import orjson
-import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.e2e import cpu_s, peak_rss_mib  # noqa: E402
+from bench.e2e import peak_rss_mib  # noqa: E402
+from bench.floors import LoopFloor, import_floor_mib, sample_cpu  # noqa: E402
 from firmware_sim.harness import LOOPBACK, Broker  # noqa: E402
 from tests.e2e import Collector, Proc, bench_config, wait_for  # noqa: E402
 
@@ -58,7 +61,7 @@ def one_run(points: int, args: argparse.Namespace) -> dict[str, float]:
                 "--bench-devices",
                 str(devices),
                 "--bench-registers",
-                str(REGISTERS),
+                str(registers),  # 25 at 5,000 points (was REGISTERS: reads beyond the map)
             ],
             tmp / "sim.log",
         )
@@ -79,26 +82,22 @@ def one_run(points: int, args: argparse.Namespace) -> dict[str, float]:
             first_data = time.monotonic() - t0
             wait_for(lambda: first_poll_done(tmp / "state"), 60, "first poll in status.json")
             time.sleep(args.warmup)
-            proc = psutil.Process(agent.proc.pid)
-            windows: list[float] = []
-            rss: list[float] = []
-            last = cpu_s(proc)
-            end = time.monotonic() + args.seconds
-            while time.monotonic() < end:
-                time.sleep(args.window)
-                now = cpu_s(proc)
-                windows.append(100 * (now - last) / args.window)
-                rss.append(proc.memory_info().rss / 2**20)
-                last = now
+            sample = sample_cpu(agent.proc.pid, args.seconds, args.window)
             peak = peak_rss_mib(agent.proc.pid)
         finally:
             agent.stop(signal.SIGTERM)
-            sim.stop(signal.SIGTERM)
             collector.stop()
+        try:  # the floor: the same devices and registers read by a bare pymodbus loop
+            with LoopFloor(port, devices, registers, 1.0) as fl:
+                time.sleep(args.warmup)
+                floor = sample_cpu(fl.pid, args.seconds, args.window)
+        finally:
+            sim.stop(signal.SIGTERM)
     return {
         "points": devices * registers,
-        "cpu_pct": statistics.median(windows),
-        "rss_mib": statistics.median(rss),
+        "cpu_pct": statistics.median(sample.windows),
+        "rss_mib": sample.rss_median,
+        "floor_cpu_pct": statistics.median(floor.windows),
         "peak_rss_mib": peak,
         "first_data_s": first_data,
     }
@@ -118,16 +117,20 @@ def main() -> int:
         f"dust-agent footprint at 1 Hz ({args.seconds:.0f} s per run after {args.warmup:.0f} s"
         f" warm-up, {args.runs} run(s); medians)"
     )
+    floor_rss = import_floor_mib()
+    print(f"  floor: a process that only imports the agent's libraries: RSS {floor_rss:.1f} MiB")
     print(
-        f"  {'points':>6}  {'CPU % of a core':>15}  {'RSS MiB':>8}  {'peak RSS':>8}"
-        f"  {'start to first data':>19}"
+        f"  {'points':>6}  {'CPU % of a core':>15}  {'loop floor':>10}  {'ratio':>5}"
+        f"  {'RSS MiB':>8}  {'/ floor':>7}  {'peak RSS':>8}  {'start to first data':>19}"
     )
     for n in args.points:
         runs = [one_run(n, args) for _ in range(args.runs)]
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         print(
-            f"  {med['points']:>6.0f}  {med['cpu_pct']:>15.2f}  {med['rss_mib']:>8.1f}"
-            f"  {med['peak_rss_mib']:>8.1f}  {med['first_data_s']:>17.2f} s"
+            f"  {med['points']:>6.0f}  {med['cpu_pct']:>15.2f}  {med['floor_cpu_pct']:>10.2f}"
+            f"  {med['cpu_pct'] / med['floor_cpu_pct']:>5.2f}  {med['rss_mib']:>8.1f}"
+            f"  {med['rss_mib'] / floor_rss:>7.2f}  {med['peak_rss_mib']:>8.1f}"
+            f"  {med['first_data_s']:>17.2f} s"
         )
     return 0
 

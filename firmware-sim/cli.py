@@ -1,7 +1,7 @@
 """`dust-sim`: the dust-collector simulator's command line.
 
     dust-sim serve [--host 127.0.0.1] [--port 5020] [--scenario NAME] [--speed X]
-                   [--units 1,2] [--bench-devices N --bench-registers M]
+                   [--units 1,2] [--bench-devices N --bench-registers M] [--peer-devices N]
                    [--fault UNIT:SPEC ...] [--seed S]
     dust-sim demo [--seconds 90]
 
@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from firmware_sim.peer import PEER_REGISTERS
 from firmware_sim.plant import SCENARIOS, Plant
 from firmware_sim.server import Fault, PlantServer, parse_fault_arg, quiet_pymodbus
 from firmware_sim.site_cli import add_site_arguments, serve_demo_site, serve_site
@@ -116,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="bench plant: M uint16 holding registers (FC3, addresses 0..M-1) per unit",
     )
     serve.add_argument(
+        "--peer-devices",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="peer plant (bench/peer.py): units 1..N, each with 17 holding registers carrying "
+        "a per-read sequence number and the read time in ms (firmware_sim.peer)",
+    )
+    serve.add_argument(
         "--fault",
         type=_fault,
         action="append",
@@ -211,7 +220,8 @@ def describe_start(server: PlantServer, bench: bool) -> str:
     units = server.units
     if bench:
         ids = f"{units[0]}..{units[-1]}" if len(units) > 1 else str(units[0])
-        what = f"bench plant (units {ids}, {server.holding_registers} holding registers each)"
+        plant = "peer plant" if server.peer else "bench plant"
+        what = f"{plant} (units {ids}, {server.holding_registers} holding registers each)"
     else:
         what = f"demo plant (units {','.join(map(str, units))})"
     line = f"dust-sim: serving {what} on {server.host}:{server.port}; {server.plant.describe()}"
@@ -228,6 +238,12 @@ async def serve(args: argparse.Namespace) -> int:
             print("dust-sim: scenario files are served over Modbus TCP only", file=sys.stderr)
             return 2
         return await serve_demo_site(args)
+    if args.peer_devices is not None:
+        if args.bench_devices is not None or args.bench_registers is not None or args.units:
+            print("dust-sim: --peer-devices excludes --bench-* and --units", file=sys.stderr)
+            return 2
+        args.bench_devices, args.units = args.peer_devices, None
+        args.bench_registers = PEER_REGISTERS
     bench = args.bench_devices is not None or args.bench_registers is not None
     if bench and (args.bench_devices is None or args.bench_registers is None):
         print("dust-sim: --bench-devices and --bench-registers go together", file=sys.stderr)
@@ -254,6 +270,7 @@ async def serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         faults=dict(args.fault),
+        peer=args.peer_devices is not None,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

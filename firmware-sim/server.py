@@ -39,6 +39,7 @@ from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from firmware_sim.peer import PEER_REGISTERS, peer_registers
 from firmware_sim.plant import DRY_COLLECTOR_REGISTERS, Plant
 
 FC_READ_HOLDING = 3
@@ -181,6 +182,9 @@ class PlantServer:
 
     `clock` returns the plant time in seconds; by default, monotonic seconds since `start()`.
     Tests can pass their own to read the plant at chosen instants.
+
+    `peer=True` (the peer plant of bench/peer.py): the holding registers carry a per-read
+    sequence number and the read's wall-clock time instead (firmware_sim.peer).
     """
 
     def __init__(
@@ -193,8 +197,12 @@ class PlantServer:
         port: int = 0,
         faults: Mapping[int, Fault] | None = None,
         clock: Callable[[], float] | None = None,
+        peer: bool = False,
     ) -> None:
         self.plant = plant
+        self.peer = peer
+        if peer:
+            holding_registers = PEER_REGISTERS
         self.units = tuple(sorted(set(units)))
         if not self.units or not all(1 <= u <= 247 for u in self.units):
             raise ValueError(f"units must be 1..247, got {self.units}")
@@ -212,6 +220,7 @@ class PlantServer:
         self._port: int | None = None
         self.reads: dict[int, int] = dict.fromkeys(self.units, 0)  # answered reads per unit
         self.dropped = 0  # requests left unanswered (absent unit or no_answer)
+        self._peer_regs: dict[int, list[int]] = {}  # peer plant: each unit's last read
 
     # --- time and faults ---------------------------------------------------------------------
 
@@ -351,6 +360,9 @@ class PlantServer:
                     return ExcCodes.ILLEGAL_VALUE
             if values is not None:
                 return ExcCodes.ILLEGAL_FUNCTION
+            if self.peer and fc == FC_READ_HOLDING:
+                self._peer_read(unit, address, count, registers)
+                return None
             t = self.elapsed()
             if fc == FC_READ_INPUT:
                 registers[:DRY_COLLECTOR_REGISTERS] = plant.collector_registers(unit, t)
@@ -360,3 +372,11 @@ class PlantServer:
             return None
 
         return action
+
+    def _peer_read(self, unit: int, address: int, count: int, registers: list[int]) -> None:
+        """A read of the peer plant: a new seq and read time when it covers address 0."""
+        if address == 0:
+            self.reads[unit] += 1
+            self._peer_regs[unit] = peer_registers(unit, self.reads[unit], time.time())
+        regs = self._peer_regs.get(unit) or peer_registers(unit, 0, time.time())
+        registers[:PEER_REGISTERS] = regs

@@ -30,7 +30,6 @@ from agent.config.fieldbus import (
     regs_clash,
 )
 from agent.config.operator import operator_spec, with_journal_key
-from agent.config.platforms import platform_specs
 from agent.config.rules import (
     Rules,
     check_kind,
@@ -66,6 +65,7 @@ from agent.core.model import (
     PointSpec,
     SiteSpec,
 )
+from agent.core.platformspec import PlatformSpec
 
 REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
@@ -383,6 +383,11 @@ def load_config(file: Path | str, *, secrets: bool = True) -> AgentConfig:
     points = tuple(s for s, _ in specs)
     storage = storage_spec(raw.storage, cfg_file, points, buses)
     storage = with_journal_key(storage, raw.storage, cfg_file, secrets=secrets)
+    platforms: tuple[PlatformSpec, ...] = ()
+    if raw.platforms:  # the platform code (cryptography: ~7 MB RSS) only when configured
+        from agent.config.platforms import platform_specs
+
+        platforms = platform_specs(raw.platforms, site, points, cfg_file, secrets=secrets)
     return AgentConfig(
         path=cfg_file,
         site=site,
@@ -390,7 +395,7 @@ def load_config(file: Path | str, *, secrets: bool = True) -> AgentConfig:
         points=points,
         uplink=uplink,
         storage=storage,
-        platforms=platform_specs(raw.platforms, site, points, cfg_file, secrets=secrets),
+        platforms=platforms,
         web=web_spec(raw.web, raw.devices, cfg_file),
         operator=operator_spec(raw.operator, storage.dir, cfg_file),
         language=raw.language,

@@ -29,7 +29,6 @@ from agent.uplink.forwarder import Forwarder, mqtt_forwarder
 from agent.uplink.mqtt import CONSUMER as MQTT_CONSUMER
 from agent.uplink.mqtt import MqttUplink
 from agent.uplink.payload import encode_alarms, encode_event, encode_telemetry
-from agent.uplink.platforms.forwarder import make_platform_forwarder
 from drivers.registry import make_source
 
 log = logging.getLogger(__name__)
@@ -61,10 +60,7 @@ class Agent:
         self.links = BusLinkEvents()  # bus_down / bus_up events from the pollers
         self.pollers = self._make_pollers()
         self.forwarder = self._make_forwarder()
-        self.platforms: list[Forwarder] = [  # [[platforms]]: HTTP uplinks beside MQTT
-            make_platform_forwarder(self.outbox.consumer(p.name), p, cfg.storage.dir)
-            for p in cfg.platforms
-        ]
+        self.platforms = self._make_platforms()  # [[platforms]]: HTTP uplinks beside MQTT
         self.ops = Ops(self, self.clock)
         self.health = Health(cfg, self.outbox, self.forwarder, self.store, self.ops.status)
         self.health.platforms = self.platforms
@@ -91,6 +87,16 @@ class Agent:
                 on_link=self.links.note,
             )
             for plan in self.plans
+        ]
+
+    def _make_platforms(self) -> list[Forwarder]:
+        if not self.cfg.platforms:  # httpx and cryptography are imported only when configured
+            return []
+        from agent.uplink.platforms.forwarder import make_platform_forwarder
+
+        return [
+            make_platform_forwarder(self.outbox.consumer(p.name), p, self.cfg.storage.dir)
+            for p in self.cfg.platforms
         ]
 
     def _make_forwarder(self) -> Forwarder:

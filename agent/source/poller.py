@@ -131,10 +131,12 @@ class BusPoller:
         self._q = np.full(n, _COMM_FAIL, dtype=np.uint8)
         self._ts = np.zeros(n, dtype=np.float64)
         self._bad = np.zeros(n, dtype=bool)  # illegal address: no longer read
-        self._ops = [
+        self._any_bad = False
+        # built once; replaced (not changed in place) when a split finds illegal addresses
+        self._ops: tuple[ReadOp, ...] = tuple(
             ReadOp(blk, plan.block_offsets[b], np.flatnonzero(plan.point_block == b))
             for b, blk in enumerate(plan.blocks)
-        ]
+        )
         self._failing: dict[Block, int] = {}  # consecutive failed cycles per request
         self._busy_units: set[int] = set()  # units with a request still busy this cycle
         self._next_connect = 0.0  # monotonic time of the next (re)connect attempt
@@ -148,6 +150,7 @@ class BusPoller:
         try:
             while True:
                 await self.poll_once()
+                _honour_cancel()
                 slot += interval
                 now = time.monotonic()
                 if now > slot:  # overran: skip the missed slots, never run cycles back to back
@@ -161,12 +164,13 @@ class BusPoller:
         """One cycle: (re)connect if due, read every due request, decode, emit the frame."""
         if not self.source.connected:
             await self._try_connect()
-        self._q[self._bad] = _PROTOCOL
-        self._ts[self._bad] = time.time()
+        if self._any_bad:
+            self._q[self._bad] = _PROTOCOL
+            self._ts[self._bad] = time.time()
         link_failed: set[int] = set()
         polled: set[int] = set()
         self._busy_units.clear()
-        for op in list(self._ops):
+        for op in self._ops:  # a split during the cycle replaces the tuple, not this one
             unit = op.block.unit_id
             if not self.source.connected:
                 self._mark(op, _COMM_FAIL, time.time())
@@ -177,6 +181,7 @@ class BusPoller:
                 continue
             polled.add(unit)
             await self._read(op)
+            _honour_cancel()
         for unit in polled:
             self.health.note_busy(unit, unit in self._busy_units)
         now = time.monotonic()
@@ -270,9 +275,10 @@ class BusPoller:
         res = await BlockSplitter(self.plan, self._request, self._outcome).split(op)
         self.stats.split_requests += res.requests
         i = self._ops.index(op)
-        self._ops[i : i + 1] = res.good
+        self._ops = (*self._ops[:i], *res.good, *self._ops[i + 1 :])
         bad_pos = np.array(res.bad, dtype=np.intp)
         self._bad[bad_pos] = True
+        self._any_bad = bool(self._bad.any())
         self._q[bad_pos] = _PROTOCOL
         self._ts[bad_pos] = t_try
         names = ", ".join(
@@ -385,6 +391,19 @@ class BusPoller:
             _label(op.block),
             self._failing.pop(op.block),
         )
+
+
+def _honour_cancel() -> None:
+    """Re-raise a cancel that a read swallowed.
+
+    Python 3.11's asyncio.wait_for (inside pymodbus's request) returns the reply instead of
+    raising CancelledError when the reply comes in the same loop turn as the cancel; the
+    task then polls on with cancelling() > 0, and a shutdown waiting for it never ends
+    (seen at 5,000 points, where a SIGTERM mostly lands during a read).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _label(blk: Block) -> str:

@@ -72,7 +72,10 @@ def connect(
     path: Path, consumers: Sequence[str], first_seq: dict[str, int] | None = None
 ) -> tuple[sqlite3.Connection, dict[str, list[int]]]:
     """Open (create, migrate-check) the database; returns it and [rows, records] per stream."""
-    con = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+    # Used by one thread at a time: the outbox's worker, or the event loop while the worker is
+    # idle (agent.store.outbox). Store.put checkpoints after each synchronous (FULL) put, on
+    # the worker; SQLite's automatic checkpoint (1000 pages) stays as the backstop.
+    con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         reclaim.enable(con, path)  # first: auto_vacuum must precede the first table
         for pragma in (

@@ -41,6 +41,8 @@ log = logging.getLogger("agent.store.outbox")
 # seconds between queries of each consumer's oldest unacknowledged row (several consumers)
 OLDEST_EVERY: Final = 5.0
 REOPEN_EVERY: Final = 1.0  # seconds between attempts to open a database that cannot be written
+# rows pending above which begin and ack leave the loop (a backlog drain; agent.store.outbox)
+INLINE_MAX_PENDING: Final = 64
 
 _T = TypeVar("_T")
 
@@ -250,13 +252,26 @@ class Store:
     def has_pending(self) -> bool:
         return any(rows for rows, _ in self._pending.values())
 
+    def needs_sync(self, entries: Sequence[Entry]) -> bool:
+        """Would `put(entries)` fsync (and checkpoint)? Such calls stay on the outbox's worker
+        thread; the others may run inline (agent.store.outbox)."""
+        return (
+            any(e.stream != "telemetry" for e in entries)
+            or time.monotonic() - self._last_full_sync >= self.sync_interval
+        )
+
+    def backlogged(self) -> bool:
+        """More rows pending than steady operation leaves: begin and ack go to the worker."""
+        return sum(rows for rows, _ in self._pending.values()) > INLINE_MAX_PENDING
+
     def put(self, entries: list[Entry]) -> None:
-        """One transaction; alarms/events (and telemetry every sync_interval) fsync'ed."""
+        """One transaction; alarms/events (and telemetry every sync_interval) fsync'ed. The
+        periodic telemetry sync also checkpoints the WAL (on the worker): that keeps SQLite's
+        automatic checkpoint, which runs in whichever commit crosses 1000 pages, mostly off
+        the event loop."""
         db = self.db
         now = time.monotonic()
-        full = any(e.stream != "telemetry" for e in entries) or (
-            now - self._last_full_sync >= self.sync_interval
-        )
+        full = self.needs_sync(entries)
         if full:
             db.execute("PRAGMA synchronous=FULL")
         try:
@@ -272,6 +287,8 @@ class Store:
                     db.execute("PRAGMA synchronous=NORMAL")
         if full:
             self._last_full_sync = now
+            if all(e.stream == "telemetry" for e in entries):  # an alarm's put stays short
+                self.checkpoint()
         for stream, rows, n in added:
             p = self._pending[stream]
             p[0] += rows
@@ -320,6 +337,11 @@ class Store:
 
     def release(self, batch: Batch, *, rewind: bool) -> None:
         leases.release(self.view(batch.consumer), batch, rewind=rewind)
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database (PASSIVE: never waits)."""
+        with contextlib.suppress(sqlite3.Error):
+            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def delete(self, batches: Sequence[Batch]) -> None:
         """Record the acknowledgement of the batches (one transaction)."""

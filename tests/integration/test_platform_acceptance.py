@@ -118,7 +118,14 @@ def write_config(tmp: Path, sim_port: int, broker_port: int, url: str) -> Path:
         os.chmod(f, 0o600)
         secrets[f"{name}_file"] = str(f)
     data["platforms"] = [
-        {"name": "hebei", "profile": "hebei_v1_1", "url": url, "period": 1.0, "timeout": 3.0}
+        {
+            "name": "hebei",
+            "profile": "hebei_v1_1",
+            "url": url,
+            "period": 1.0,
+            "timeout": 3.0,
+            "allow_http": True,
+        }  # the reference receiver on this host
         | {"points": ["DC-1", "DC-2.hopper_temp"], "backoff_base": 2.0, "backoff_cap": 60.0}
         | secrets
     ]

@@ -361,3 +361,11 @@ def test_shipped_platform_examples_load(tmp_path: Path, example: str) -> None:
     f.write_text(dump_toml(data))
     (spec_,) = load_config(f).platforms
     assert spec_.codes == {"1301000000010101001"} and spec_.profile in ("hebei_v1_1", "mem")
+
+
+def test_rehearse_cli_lists_the_receivers_fault_modes() -> None:
+    """The CLI keeps its own copy so that building the parser imports no platform code."""
+    from agent.cli.rehearse import FAULT_MODES
+    from agent.uplink.platforms.receiver import FAULTS
+
+    assert tuple(FAULT_MODES) == tuple(FAULTS)
