@@ -18,16 +18,27 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("DUST_AGENT_CLOCK_SYNC", "yes")
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    """A running mosquitto; fails (never skips) with install advice when it is missing."""
+def _running_broker(directory: Path, *, persistence: bool = False) -> Iterator[Broker]:
     try:
         mosquitto_path()
     except HarnessError as exc:
         pytest.fail(str(exc))
-    b = Broker(tmp_path / "broker")
+    b = Broker(directory, persistence=persistence)
     b.start()
     try:
         yield b
     finally:
         b.stop(hard=True)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A running mosquitto; fails (never skips) with install advice when it is missing."""
+    yield from _running_broker(tmp_path / "broker")
+
+
+@pytest.fixture
+def pbroker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker that keeps sessions, subscriptions and queued messages across a graceful
+    restart (persistence on)."""
+    yield from _running_broker(tmp_path / "pbroker", persistence=True)

@@ -7,31 +7,15 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from firmware_sim.harness import Broker, HarnessError, mosquitto_path
+from firmware_sim.harness import Broker
 from tests.conftest import REPO
 from tests.e2e import BIN, Collector, agent_config, seq_gaps, simulator, start_agent, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def pbroker(tmp_path: Path) -> Iterator[Broker]:
-    """A broker that keeps subscriptions and queued messages across a graceful restart."""
-    try:
-        mosquitto_path()
-    except HarnessError as exc:
-        pytest.fail(str(exc))
-    b = Broker(tmp_path / "pbroker", persistence=True)
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop(hard=True)
 
 
 def outbox_query(state: Path, sql: str) -> int:

@@ -15,14 +15,13 @@ import signal
 import statistics
 import subprocess
 import tomllib
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from firmware_sim.harness import Broker, HarnessError, dump_toml, free_port, mosquitto_path
+from firmware_sim.harness import Broker, dump_toml, free_port
 from tests.e2e import BIN, Collector, Proc, agent_config, seq_gaps, simulator, wait_for
 
 pytestmark = pytest.mark.integration
@@ -47,21 +46,6 @@ def run_agent(cfg: Path, log: Path) -> Proc:
     return Proc(
         [str(BIN / "dust-agent"), "run", "-c", str(cfg)], log, env={"DUST_AGENT_LOG_LEVEL": "debug"}
     )
-
-
-@pytest.fixture
-def pbroker(tmp_path: Path) -> Iterator[Broker]:
-    """A broker that keeps the collector's session across a graceful restart."""
-    try:
-        mosquitto_path()
-    except HarnessError as exc:
-        pytest.fail(str(exc))
-    b = Broker(tmp_path / "pbroker", persistence=True)
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop(hard=True)
 
 
 def test_restart_resumes_with_the_configured_probe_cadence(tmp_path: Path, pbroker: Broker) -> None:
