@@ -60,7 +60,20 @@ def as_user(user: str | None, *cmd: str) -> list[str]:
     """`cmd` run as `user` (with its groups), or as root when user is None."""
     if user is None:
         return list(cmd)
-    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *cmd]
+    # The checkout (and its venv) may sit below a directory only root can enter (CI clones
+    # into a mktemp -d, mode 0700): the user may read and search any directory, nothing more
+    # (CAP_DAC_READ_SEARCH); every write is still checked against its uid and groups.
+    caps = "+dac_read_search"
+    return [
+        "setpriv",
+        f"--reuid={user}",
+        f"--regid={user}",
+        "--init-groups",
+        f"--inh-caps={caps}",
+        f"--ambient-caps={caps}",
+        "--",
+        *cmd,
+    ]
 
 
 @contextmanager
