@@ -203,7 +203,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status_cli.exit_code(doc)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; for `command="run"` only `run`, so that the service starts
+    without importing the other commands' modules (start-up time and memory)."""
     parser = argparse.ArgumentParser(prog="dust-agent", description=__doc__)
     parser.add_argument("--version", action="version", version=f"dust-agent {__version__}")
     parser.add_argument("--log-level", default=os.environ.get("DUST_AGENT_LOG_LEVEL", "info"))
@@ -218,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(
         sub.add_parser("run", help="poll, check, store and forward until stopped")
     ).set_defaults(func=cmd_run)
+    if command == "run":
+        return parser
     check = with_config(sub.add_parser("check", help="validate the config and print the poll plan"))
     check.add_argument(
         "--user",
@@ -262,9 +266,23 @@ def build_parser() -> argparse.ArgumentParser:
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a reader that went away (`| head`) means to a shell
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The command word of `argv` (after the global options), or None."""
+    words = iter(argv)
+    for word in words:
+        if word == "--log-level":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+        elif not word.startswith("--log-level="):
+            return None  # --help, --version, or a mistake: the whole parser answers
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(_command(argv)).parse_args(argv)
         _setup_logging(args.log_level)
         result: int = args.func(args)
         sys.stdout.flush()

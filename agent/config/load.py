@@ -56,6 +56,7 @@ from agent.config.schema import (
     RawUplink,
     field_names,
 )
+from agent.config.share import Shared
 from agent.config.toml_text import read_toml
 from agent.config.uplink import storage_spec, uplink_spec
 from agent.config.web import web_spec
@@ -243,7 +244,14 @@ def _regs(p: PointSpec) -> str:
 
 
 def _resolve_point(
-    loc: _Located, dev: RawDevice, i: int, *, index: int, rules: Rules, cfg_file: Path
+    loc: _Located,
+    dev: RawDevice,
+    i: int,
+    *,
+    index: int,
+    rules: Rules,
+    cfg_file: Path,
+    share: Shared,
 ) -> PointSpec:
     """Profile point + device override + rules → PointSpec."""
     p = loc.point
@@ -256,13 +264,13 @@ def _resolve_point(
     merged = merge_rule(merge_rule(rules.for_kind(p.kind), p.rule), ov.rule)
     return PointSpec(
         index=index,
-        device=dev.name,
-        key=p.key,
+        device=share(dev.name),
+        key=share(p.key),
         code=_str_or(ov.code, _str_or(p.code, f"{dev.name}.{p.key}")),
         code_explicit=ov.code is not UNSET or p.code is not UNSET,
-        name_zh=_str_or(ov.name_zh, p.name_zh or p.key),
-        name_en=_str_or(ov.name_en, p.name_en or p.key),
-        bus=dev.bus,
+        name_zh=share(_str_or(ov.name_zh, p.name_zh or p.key)),
+        name_en=share(_str_or(ov.name_en, p.name_en or p.key)),
+        bus=share(dev.bus),
         unit_id=dev.unit,
         table=p.table,
         address=p.address,
@@ -270,19 +278,25 @@ def _resolve_point(
         order=p.order,
         scale=_float_or(ov.scale, p.scale),
         offset=_float_or(ov.offset, p.offset),
-        unit=_str_or(ov.unit, p.unit),
-        kind=p.kind,
-        rule=rule_from(merged, cfg_file, rule_path, p.key),
-        rules=point_rules_from(merged, cfg_file, rule_path, p.key),
+        unit=share(_str_or(ov.unit, p.unit)),
+        kind=share(p.kind),
+        rule=share(rule_from(merged, cfg_file, rule_path, p.key)),
+        rules=share(point_rules_from(merged, cfg_file, rule_path, p.key)),
         bit=None if isinstance(p.bit, msgspec.UnsetType) else p.bit,
         read_mode=dev.read_mode,
         decimals=point_decimals(p, ov, cfg_file, f"devices[{i}].override.{p.key}", loc.path),
-        device_zh=dev.name_zh,
+        device_zh=share(dev.name_zh),
     )
 
 
 def _resolve_points(
-    raw: RawConfig, cfg_file: Path, rules: Rules, profiles_dir: Path, warnings: list[str]
+    raw: RawConfig,
+    cfg_file: Path,
+    rules: Rules,
+    profiles_dir: Path,
+    warnings: list[str],
+    *,
+    share: Shared,
 ) -> list[tuple[PointSpec, _Located]]:
     if not raw.devices:
         raise ConfigError(cfg_file, "devices", "no device configured; add a [[devices]] table")
@@ -318,7 +332,9 @@ def _resolve_points(
                     f"point key '{loc.point.key}' is used twice on device '{dev.name}'",
                 )
             keys.add(loc.point.key)
-            spec = _resolve_point(loc, dev, i, index=len(specs), rules=rules, cfg_file=cfg_file)
+            spec = _resolve_point(
+                loc, dev, i, index=len(specs), rules=rules, cfg_file=cfg_file, share=share
+            )
             if written:
                 spec = dataclasses.replace(spec, written_address=written)
             if holes:
@@ -360,11 +376,12 @@ def load_config(file: Path | str, *, secrets: bool = True) -> AgentConfig:
     rules = load_rules(raw, cfg_file, pack_file, pack)
     profiles_dir = _resolve_path(cfg_file.parent, raw.profiles_dir, REPO_CONFIG_DIR)
     warnings: list[str] = []
-    specs = _resolve_points(raw, cfg_file, rules, profiles_dir, warnings)
+    share = Shared()  # equal rule sets and names held once
+    specs = _resolve_points(raw, cfg_file, rules, profiles_dir, warnings, share=share)
     _check_overlaps(specs, raw, cfg_file)
     specs = list(
         zip(
-            resolve_gates(raw, specs, cfg_file, pack_file, pack),
+            resolve_gates(raw, specs, cfg_file, pack_file, pack, share=share),
             (loc for _, loc in specs),
             strict=True,
         )

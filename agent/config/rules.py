@@ -14,6 +14,7 @@ from msgspec import UNSET
 
 from agent.config.errors import ConfigError, blame_key
 from agent.config.schema import RawConfig, RawRule, RawRulesPack, field_names
+from agent.config.share import Shared
 from agent.core.model import PointSpec, ThresholdRule
 from agent.core.rulespec import MAX_STATE, PointRules
 from agent.rules.registry import build_custom
@@ -352,6 +353,8 @@ def resolve_gates(
     cfg_file: Path,
     pack_file: Path,
     pack: RawRulesPack,
+    *,
+    share: Shared | None = None,
 ) -> list[PointSpec]:
     """Resolve each point's `when` and `minus` ("key" on its own device, or "device.key") to
     point indices, and `stale_polls` to seconds with its bus's poll interval."""
@@ -374,7 +377,9 @@ def resolve_gates(
             changes["when"] = _resolve_ref(ctx, spec, loc, "when", r.when_ref)
         if r.minus_ref is not None:
             changes["minus"] = _resolve_ref(ctx, spec, loc, "minus", r.minus_ref)
-        out.append(
-            dataclasses.replace(spec, rules=dataclasses.replace(r, **changes)) if changes else spec
-        )
+        if not changes:
+            out.append(spec)
+            continue
+        resolved = dataclasses.replace(r, **changes)
+        out.append(dataclasses.replace(spec, rules=share(resolved) if share else resolved))
     return out

@@ -117,7 +117,7 @@ def _compile_bus(bus: BusSpec, points: list[PointSpec], max_gap: int) -> BusPlan
         buffer_size=size,
         point_index=_frozen(np.array([p.index for p in ordered], dtype=np.intp)),
         point_block=_frozen(np.array([where[p.index][0] for p in ordered], dtype=np.intp)),
-        point_keys=tuple(f"{p.device}.{p.key}" for p in ordered),
+        point_keys=tuple(_device_key(p) for p in ordered),
         decoder=Decoder(specs),
         point_address=_frozen(np.array([p.address for p in ordered], dtype=np.intp)),
         point_width=_frozen(np.array([p.width for p in ordered], dtype=np.intp)),
@@ -234,3 +234,10 @@ def _format_bus(plan: BusPlan, by_index: dict[int, PointSpec]) -> list[str]:
             "raise the baud or split the devices over more lines"
         )
     return lines
+
+
+def _device_key(p: PointSpec) -> str:
+    """ "device.key": the point's code object when that is its code (the default), so the
+    plan holds no second copy of the string."""
+    key = f"{p.device}.{p.key}"
+    return p.code if p.code == key else key
