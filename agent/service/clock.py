@@ -173,6 +173,12 @@ class ClockMonitor:
         self.last_jump = jump
         return jump
 
+    def check_due(self, every: float) -> ClockJump | None:
+        """check(), when at least `every` seconds (monotonic) passed since the last one."""
+        if self._mono() - self._last[1] < every:
+            return None
+        return self.check()
+
     def snapshot(self) -> dict[str, object]:
         return {
             "synced": self.sync_state,

@@ -13,6 +13,7 @@ refreshed from the loops' marks at each write, and the MQTT uplink's delivery st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -23,7 +24,7 @@ from agent import __version__
 from agent.core.model import AgentConfig, Frame
 from agent.rules import RuleEngine
 from agent.service.alarm_status import comm_loss_status, rule_alarm_status
-from agent.service.clock import ClockMonitor
+from agent.service.clock import ClockJump, ClockMonitor
 from agent.service.comm import CommAlarms
 from agent.service.delivery import DeliveryWatch, stall_limit
 from agent.service.runtime_status import DeviceTracker
@@ -38,7 +39,11 @@ from agent.uplink.payload import encode_event
 
 log = logging.getLogger(__name__)
 
-CLOCK_CHECK = 1.0  # seconds between wall-vs-monotonic comparisons
+# Wall-vs-monotonic comparisons: at every stored frame (at most every CLOCK_CHECK s; frames are
+# what carries wall-clock time, and comparing there needs no timer of its own), and every
+# CLOCK_IDLE s from the clock task when no frame comes.
+CLOCK_CHECK = 1.0
+CLOCK_IDLE = 10.0
 SYNC_PROBE = 30.0  # seconds between NTP-sync probes
 STATUS_EVERY = 5.0  # seconds between status.json snapshots
 UPLINK_MARK = "uplink"
@@ -75,6 +80,8 @@ class Ops:
         self.status = StatusFile(agent.cfg.storage.dir)
         self.started_wall = time.time()
         self.started_mono = time.monotonic()
+        self._clock_due = asyncio.Event()  # observe() found a jump: the clock task reports it
+        self._jump: ClockJump | None = None
         self.reloads: list[dict[str, Any]] = []  # the last few reload outcomes (bounded)
         self._status_failed = False
         self.tasks: list[asyncio.Task[None]] = []
@@ -108,6 +115,10 @@ class Ops:
         """A frame was stored in the outbox: polling of its bus and the outbox progress."""
         self.progress.mark(bus_mark(frame.bus))
         self.tracker.observe(frame)
+        jump = self.clock.check_due(CLOCK_CHECK)
+        if jump is not None:
+            self._jump = jump
+            self._clock_due.set()
 
     def stalled(self) -> str | None:
         self.progress.mark(UPLINK_MARK, self.agent.forwarder.stats.last_progress or None)
@@ -144,13 +155,18 @@ class Ops:
                 before = self.clock.sync_state
                 if await asyncio.to_thread(self.clock.refresh_sync):
                     await self._sync_changed(before)
-            jump = self.clock.check()
+            jump, self._jump = self._jump, None
+            if jump is None and not self._clock_due.is_set():  # the timer: frames may not come
+                jump = self.clock.check()
+            self._clock_due.clear()
             if jump is not None:
                 log.warning(
                     "wall clock jumped %+.3f s (monotonic scheduling is unaffected)", jump.step
                 )
                 await self.agent.store.put([encode_event("clock_jump", jump.to_event())])
-            await asyncio.sleep(CLOCK_CHECK)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(CLOCK_IDLE, max(0.0, next_probe - now))):
+                    await self._clock_due.wait()
 
     async def _sync_changed(self, before: bool | None) -> None:
         state, source = self.clock.sync_state, self.clock.sync_source

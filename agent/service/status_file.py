@@ -40,10 +40,11 @@ class StatusFile:
         body = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_INDENT_2)
         fd, tmp = tempfile.mkstemp(prefix=".status-", suffix=".tmp", dir=self.path.parent)
         try:
+            # no fsync: a snapshot rewritten every few seconds; the rename keeps readers from
+            # ever seeing half a file, and a power cut at worst leaves an older or empty one
+            # (read_status reports it). An fsync here cost CPU and, on an SD card, wear.
             with os.fdopen(fd, "wb") as f:
                 f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
             os.chmod(tmp, 0o640)  # the service group (operators) may read it
             os.replace(tmp, self.path)
         except BaseException:
