@@ -47,7 +47,9 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def translate(exc: msgspec.ValidationError, file: Path, known: dict[str, list[str]]) -> ConfigError:
+def translate(
+    exc: msgspec.ValidationError, file: Path, known: dict[str, tuple[str, ...]]
+) -> ConfigError:
     """Turn msgspec's first error into a ConfigError with a key path and advice.
 
     `known` maps a struct path pattern's last segment kind to its valid keys, for suggestions.
@@ -57,7 +59,7 @@ def translate(exc: msgspec.ValidationError, file: Path, known: dict[str, list[st
     msg, path = (m.group("msg"), m.group("path").lstrip(".")) if m else (text, "")
     if u := _UNKNOWN.match(msg):
         key = u.group("key")
-        valid = known.get(_struct_of(path), [])
+        valid = known.get(_struct_of(path), ())
         hint = difflib.get_close_matches(key, valid, n=1)
         advice = f" (did you mean '{hint[0]}'?)" if hint else ""
         if valid:

@@ -73,7 +73,7 @@ REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 _S = TypeVar("_S", bound=msgspec.Struct)
 
 
-_KNOWN_KEYS: dict[str, list[str]] = {
+_KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "top": field_names(RawConfig),
     "site": field_names(RawSite),
     "bus": field_names(RawBus),
@@ -262,6 +262,14 @@ def _resolve_point(
         else (loc.path if loc.file == cfg_file else f"devices[{i}]")
     )
     merged = merge_rule(merge_rule(rules.for_kind(p.kind), p.rule), ov.rule)
+    # the kind's settings unchanged (merge_rule returns the same dict): built once, shared
+    rule, point_rules = share.built_from(
+        merged,
+        lambda: (
+            share(rule_from(merged, cfg_file, rule_path, p.key)),
+            share(point_rules_from(merged, cfg_file, rule_path, p.key)),
+        ),
+    )
     return PointSpec(
         index=index,
         device=share(dev.name),
@@ -280,8 +288,8 @@ def _resolve_point(
         offset=_float_or(ov.offset, p.offset),
         unit=share(_str_or(ov.unit, p.unit)),
         kind=share(p.kind),
-        rule=share(rule_from(merged, cfg_file, rule_path, p.key)),
-        rules=share(point_rules_from(merged, cfg_file, rule_path, p.key)),
+        rule=rule,
+        rules=point_rules,
         bit=None if isinstance(p.bit, msgspec.UnsetType) else p.bit,
         read_mode=dev.read_mode,
         decimals=point_decimals(p, ov, cfg_file, f"devices[{i}].override.{p.key}", loc.path),

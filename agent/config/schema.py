@@ -282,8 +282,11 @@ class RawRulesPack(_Strict):
     kinds: dict[str, RawRule] = msgspec.field(default_factory=dict)
 
 
-def field_names(struct: type[msgspec.Struct]) -> list[str]:
-    return [f.name for f in msgspec.structs.fields(struct)]
+def field_names(struct: type[msgspec.Struct]) -> tuple[str, ...]:
+    """The struct's field names (msgspec's own list; structs.fields() evaluates every
+    annotation again on each call, ~0.8 ms, which once a point made up half of a load)."""
+    names: tuple[str, ...] = struct.__struct_fields__
+    return names
 
 
 # The allowed values of each Literal field, for messages that list them.

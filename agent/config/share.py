@@ -6,6 +6,7 @@ point at 5,000 points). Values are frozen, so sharing them cannot leak a change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar, cast
 
 T = TypeVar("T")
@@ -16,6 +17,17 @@ class Shared:
 
     def __init__(self) -> None:
         self._seen: dict[object, object] = {}
+        self._built: dict[int, tuple[object, object]] = {}  # id(source) -> (source, built)
+
+    def built_from(self, source: object, build: Callable[[], T]) -> T:
+        """`build()` once per `source` object (by identity, e.g. a kind's rule settings that
+        many points use unchanged); later calls with the same object return that value."""
+        hit = self._built.get(id(source))
+        if hit is not None and hit[0] is source:
+            return cast(T, hit[1])
+        value = build()
+        self._built[id(source)] = (source, value)
+        return value
 
     def __call__(self, value: T) -> T:
         try:
