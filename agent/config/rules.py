@@ -368,6 +368,7 @@ def resolve_gates(
     )
     polls = {b.name: b.poll_interval for b in raw.buses}
     out: list[PointSpec] = []
+    done: dict[tuple[int, tuple[tuple[str, Any], ...]], tuple[PointRules, PointRules]] = {}
     for spec, loc in located:
         r = spec.rules
         changes: dict[str, Any] = {}
@@ -380,6 +381,10 @@ def resolve_gates(
         if not changes:
             out.append(spec)
             continue
-        resolved = dataclasses.replace(r, **changes)
-        out.append(dataclasses.replace(spec, rules=share(resolved) if share else resolved))
+        key = (id(r), tuple(changes.items()))  # points sharing rules resolve alike
+        hit = done.get(key)
+        if hit is None or hit[0] is not r:
+            resolved = dataclasses.replace(r, **changes)
+            hit = done[key] = (r, share(resolved) if share else resolved)
+        out.append(dataclasses.replace(spec, rules=hit[1]))
     return out
