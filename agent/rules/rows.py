@@ -28,6 +28,11 @@ IntArray = npt.NDArray[np.intp]
 Cols = slice | IntArray  # a selection of columns: a view (slice) or a gather (indices)
 
 
+def _broadcast(a: FloatArray, shape: tuple[int, ...]) -> FloatArray:
+    """`a` as a read-only float64 (L, P) view: a per-row or per-point value is not copied."""
+    return np.broadcast_to(np.asarray(a, dtype=np.float64), shape)
+
+
 class Rows:
     """(L, P) debounced detectors. `step` advances selected columns; `toggle` applies fires."""
 
@@ -40,17 +45,16 @@ class Rows:
         off_delay: FloatArray,
     ) -> None:
         shape = on.shape
-        self.sign = np.broadcast_to(sign, shape).astype(np.float64)
-        self.on = on.astype(np.float64)
-        self.off = off.astype(np.float64)
-        self._on_lvl = self.sign * self.on
-        self._off_lvl = -self.sign * self.off
-        self._on_delay = np.broadcast_to(on_delay, shape).astype(np.float64)
-        self._off_delay = np.broadcast_to(off_delay, shape).astype(np.float64)
+        # constants: sign and delays stay broadcast views of what the kind passed (often one
+        # value per row or per point); the levels of the on/off tests are derived in `toggle`
+        self.sign = _broadcast(sign, shape)
+        self.on = np.asarray(on, dtype=np.float64)  # never written: the caller's array
+        self.off = np.asarray(off, dtype=np.float64)
+        self._on_delay = _broadcast(on_delay, shape)
+        self._off_delay = _broadcast(off_delay, shape)
         self.active = np.zeros(shape, dtype=bool)
-        self.gain = self.sign.copy()
-        self.level = self._on_lvl.copy()
-        self._delay = self._on_delay.copy()
+        self.gain = np.array(self.sign)  # the current test: gain * m >= level
+        self.level = self.sign * self.on
         self._since = np.full(shape, np.nan)
         n = shape[1]
         self.pending = np.zeros(n, dtype=bool)  # any timer running in the column
@@ -79,7 +83,8 @@ class Rows:
         cond = self.gain[:, cols] * m >= self.level[:, cols]  # False for NaN
         restart = cond & ~(since <= t)
         since = np.where(cond, np.where(restart, t, since), np.nan)
-        fire = cond & (t - since >= self._delay[:, cols])
+        delay = np.where(self.active[:, cols], self._off_delay[:, cols], self._on_delay[:, cols])
+        fire = cond & (t - since >= delay)
         if fire.any():
             since[fire] = np.nan
         self._since[:, cols] = since
@@ -94,10 +99,7 @@ class Rows:
         s = self.sign[rows, cols]
         self.gain[rows, cols] = np.where(now_on, -s, s)
         self.level[rows, cols] = np.where(
-            now_on, self._off_lvl[rows, cols], self._on_lvl[rows, cols]
-        )
-        self._delay[rows, cols] = np.where(
-            now_on, self._off_delay[rows, cols], self._on_delay[rows, cols]
+            now_on, -s * self.off[rows, cols], s * self.on[rows, cols]
         )
         self._since[rows, cols] = np.nan
         self._summarize(cols)  # duplicates write the same values
