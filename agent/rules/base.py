@@ -122,29 +122,33 @@ class Kind:
         self.refresh(cols)  # duplicate columns are harmless
 
     def refresh(self, cols: IntArray) -> None:
-        """Recompute per-column state derived from `rows.active` (default: none)."""
+        """Recompute per-column state derived from which detectors are on (default: none)."""
 
     def set_active(self, row: int, col: int) -> None:
-        if not self.rows.active[row, col] and not np.isnan(self.rows.on[row, col]):
+        if not self.rows.is_on(row, col) and not math.isnan(self.rows.threshold(row, col)):
             self.toggle(np.array([row]), np.array([col]))
 
     def describe(self, row: int, col: int, x: float, m: float) -> tuple[float, float, str]:
         """(value, threshold, unit) reported in an event of detector (row, col)."""
         unit = self.unit_of_measure or self.specs[col].unit
-        return m, float(self.rows.on[row, col]), unit
+        return m, self.rows.threshold(row, col), unit
 
     def slot_level(self, slot: int, col: int) -> int:
         """The level of one slot of one column: the highest active row of the slot."""
         lvl = 0
         for r, s in enumerate(self.row_slot):
-            if s == slot and self.rows.active[r, col]:
+            if s == slot and self.rows.is_on(r, col):
                 lvl = max(lvl, self.row_level[r])
         return lvl
 
     def row_for(self, slot: int, level: int, col: int) -> int | None:
         """The enabled row of `slot` at `level` for column `col` (for clears and restores)."""
         for r, s in enumerate(self.row_slot):
-            if s == slot and self.row_level[r] == level and not np.isnan(self.rows.on[r, col]):
+            if (
+                s == slot
+                and self.row_level[r] == level
+                and not math.isnan(self.rows.threshold(r, col))
+            ):
                 return r
         return None
 

@@ -122,9 +122,9 @@ class Quality(Kind):
     def describe(self, row: int, col: int, x: float, m: float) -> tuple[float, float, str]:
         spec = self.specs[col]
         if row == 0:
-            return m, float(self.rows.on[row, col]), "s"
+            return m, self.rows.threshold(row, col), "s"
         if row == 1:
-            return m, float(self.rows.on[row, col]), ""
+            return m, self.rows.threshold(row, col), ""
         lo, hi = float(self.lo[col]), float(self.hi[col])
         if row == 2:
             return x, hi if x > hi else lo, spec.unit
