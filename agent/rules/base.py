@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.core.model import Direction, PointSpec
-from agent.rules.rows import BoolArray, Cols, FloatArray, IntArray, Rows
+from agent.rules.rows import BoolArray, Cols, FloatArray, IntArray, Rows, uniform
 
 NAN = math.nan
 
@@ -56,8 +56,8 @@ class Kind:
         self.specs = list(specs)
         self.values = np.full(0, NAN) if values is None else values
         self.points: IntArray = np.array([p.index for p in specs], dtype=np.intp)
-        self.gate: IntArray = np.array(
-            [-1 if p.rules.when is None else p.rules.when for p in specs], dtype=np.intp
+        self.gate: IntArray = uniform(
+            np.array([-1 if p.rules.when is None else p.rules.when for p in specs], dtype=np.intp)
         )
         # row_gate[r, c]: row r of column c counts only while c's gate is on
         min_level = np.array([p.rules.when_min_level for p in specs], dtype=np.int64)

@@ -20,6 +20,7 @@ the band (or NaN) cannot change state this frame.
 from __future__ import annotations
 
 import math
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -28,17 +29,30 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.intp]
 Cols = slice | IntArray  # a selection of columns: a view (slice) or a gather (indices)
+T = TypeVar("T", bound="np.generic[Any]")
+
+
+def uniform(a: npt.NDArray[T]) -> npt.NDArray[T]:
+    """A constant per-point array (..., P), read-only: when each row holds one value at every
+    point (bit for bit), a broadcast view of that value (a setting every point shares costs
+    one value, not P); else `a` itself."""
+    if a.shape[-1] < 2:
+        return a
+    bits = a.view(np.int64) if a.dtype == np.float64 else a  # -0.0 and NaN stay distinct
+    if not bool((bits == bits[..., :1]).all()):
+        return a
+    return np.broadcast_to(a[..., :1].copy(), a.shape)  # the copy lets `a` go
 
 
 def _broadcast(a: FloatArray, shape: tuple[int, int], keep: IntArray | None) -> FloatArray:
     """`a` as a read-only float64 view of shape (L, P) cut to the rows `keep` (None: all): a
-    value per row or per point is not copied."""
+    value per row or per point, or one that every point shares, is not copied."""
     a = np.asarray(a, dtype=np.float64)
     if keep is None:
-        return np.broadcast_to(a, shape)
+        return uniform(np.broadcast_to(a, shape))
     if a.ndim == 2 and a.shape[0] == shape[0]:
         a = a[keep]
-    return np.broadcast_to(a, (keep.shape[0], shape[1]))
+    return uniform(np.broadcast_to(a, (keep.shape[0], shape[1])))
 
 
 class Rows:
