@@ -55,6 +55,8 @@ class Kind:
     def __init__(self, specs: Sequence[PointSpec], values: FloatArray | None = None) -> None:
         self.specs = list(specs)
         self.values = np.full(0, NAN) if values is None else values
+        # column c of every per-point array of the kind is global point points[c]: a kind's
+        # state is as wide as the points that use it (the engine builds no kind nobody uses)
         self.points: IntArray = np.array([p.index for p in specs], dtype=np.intp)
         self.gate: IntArray = uniform(
             np.array([-1 if p.rules.when is None else p.rules.when for p in specs], dtype=np.intp)
