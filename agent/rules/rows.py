@@ -79,7 +79,7 @@ class Rows:
         self._local[kept] = np.arange(kept.shape[0])
         self.sign = _broadcast(sign, shape, None)  # the full L: the engine's gates use it
         # constants: sign and delays stay broadcast views of what the kind passed (often one
-        # value per row or per point); the levels of the on/off tests are derived in `toggle`
+        # value per row or per point); the off test's level is derived in `toggle`
         self._sign = _broadcast(sign, shape, self._keep)
         self._on = _broadcast(on, shape, self._keep)  # never written: no copy when all rows stay
         self._off = _broadcast(off, shape, self._keep)
@@ -88,6 +88,7 @@ class Rows:
         self._active = np.zeros(self._on.shape, dtype=bool)
         self.gain = np.array(self._sign)  # the current test: gain * m >= level
         self.level = self._sign * self._on
+        self._delay = np.array(self._on_delay)  # the current test's delay (per frame: no where)
         self._since = np.full(self._on.shape, np.nan)
         self.pending = np.zeros(n, dtype=bool)  # any timer running in the column
         self.any_active = np.zeros(n, dtype=bool)
@@ -145,8 +146,7 @@ class Rows:
         cond = self.gain[:, cols] * self._rows(m) >= self.level[:, cols]  # False for NaN
         restart = cond & ~(since <= t)
         since = np.where(cond, np.where(restart, t, since), np.nan)
-        delay = np.where(self._active[:, cols], self._off_delay[:, cols], self._on_delay[:, cols])
-        fire = cond & (t - since >= delay)
+        fire = cond & (t - since >= self._delay[:, cols])
         if fire.any():
             since[fire] = np.nan
         self._since[:, cols] = since
@@ -166,6 +166,7 @@ class Rows:
         s = self._sign[r, cols]
         self.gain[r, cols] = np.where(now_on, -s, s)
         self.level[r, cols] = np.where(now_on, -s * self._off[r, cols], s * self._on[r, cols])
+        self._delay[r, cols] = np.where(now_on, self._off_delay[r, cols], self._on_delay[r, cols])
         self._since[r, cols] = np.nan
         self._summarize(cols)  # duplicates write the same values
 
