@@ -184,7 +184,7 @@ class AlarmBook:
             level=level,
             prev_level=level,
             value=round_value(spec, float(self._value[spec.index])),
-            threshold=math.nan if row is None else float(kind.rows.on[row, c]),
+            threshold=math.nan if row is None else kind.rows.threshold(row, c),
             unit=kind.unit_of_measure or spec.unit,
             ts=ts,
             text_zh=zh,
@@ -286,7 +286,7 @@ class AlarmBook:
             lvl = st.published if eff == 0 else eff
             row = kind.row_for(s, lvl, c)
             x = float(self._value[kind.specs[c].index])
-            thr = math.nan if row is None else float(kind.rows.on[row, c])
+            thr = math.nan if row is None else kind.rows.threshold(row, c)
             value, _, unit = kind.describe(row or 0, c, x, x)
             out.append(
                 self._event(
@@ -336,7 +336,7 @@ class AlarmBook:
                     level=level,
                     since=st.since,
                     value=st.value,
-                    threshold=math.nan if row is None else float(kind.rows.on[row, c]),
+                    threshold=math.nan if row is None else kind.rows.threshold(row, c),
                     unit=(kind.unit_of_measure or spec.unit) if st.unit is None else st.unit,
                     acked=st.acked,
                     shelved_until=st.shelved_until,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.core.model import Direction, PointSpec
-from agent.rules.rows import BoolArray, Cols, FloatArray, IntArray, Rows
+from agent.rules.rows import BoolArray, Cols, FloatArray, IntArray, Rows, uniform
 
 NAN = math.nan
 
@@ -55,9 +55,11 @@ class Kind:
     def __init__(self, specs: Sequence[PointSpec], values: FloatArray | None = None) -> None:
         self.specs = list(specs)
         self.values = np.full(0, NAN) if values is None else values
+        # column c of every per-point array of the kind is global point points[c]: a kind's
+        # state is as wide as the points that use it (the engine builds no kind nobody uses)
         self.points: IntArray = np.array([p.index for p in specs], dtype=np.intp)
-        self.gate: IntArray = np.array(
-            [-1 if p.rules.when is None else p.rules.when for p in specs], dtype=np.intp
+        self.gate: IntArray = uniform(
+            np.array([-1 if p.rules.when is None else p.rules.when for p in specs], dtype=np.intp)
         )
         # row_gate[r, c]: row r of column c counts only while c's gate is on
         min_level = np.array([p.rules.when_min_level for p in specs], dtype=np.int64)
@@ -122,29 +124,33 @@ class Kind:
         self.refresh(cols)  # duplicate columns are harmless
 
     def refresh(self, cols: IntArray) -> None:
-        """Recompute per-column state derived from `rows.active` (default: none)."""
+        """Recompute per-column state derived from which detectors are on (default: none)."""
 
     def set_active(self, row: int, col: int) -> None:
-        if not self.rows.active[row, col] and not np.isnan(self.rows.on[row, col]):
+        if not self.rows.is_on(row, col) and not math.isnan(self.rows.threshold(row, col)):
             self.toggle(np.array([row]), np.array([col]))
 
     def describe(self, row: int, col: int, x: float, m: float) -> tuple[float, float, str]:
         """(value, threshold, unit) reported in an event of detector (row, col)."""
         unit = self.unit_of_measure or self.specs[col].unit
-        return m, float(self.rows.on[row, col]), unit
+        return m, self.rows.threshold(row, col), unit
 
     def slot_level(self, slot: int, col: int) -> int:
         """The level of one slot of one column: the highest active row of the slot."""
         lvl = 0
         for r, s in enumerate(self.row_slot):
-            if s == slot and self.rows.active[r, col]:
+            if s == slot and self.rows.is_on(r, col):
                 lvl = max(lvl, self.row_level[r])
         return lvl
 
     def row_for(self, slot: int, level: int, col: int) -> int | None:
         """The enabled row of `slot` at `level` for column `col` (for clears and restores)."""
         for r, s in enumerate(self.row_slot):
-            if s == slot and self.row_level[r] == level and not np.isnan(self.rows.on[r, col]):
+            if (
+                s == slot
+                and self.row_level[r] == level
+                and not math.isnan(self.rows.threshold(r, col))
+            ):
                 return r
         return None
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from agent.core.model import PointSpec
 from agent.rules.base import Kind, Slot, matrix
-from agent.rules.rows import BoolArray, Cols, FloatArray, Rows
+from agent.rules.rows import BoolArray, Cols, FloatArray, Rows, uniform
 
 LOOP_LOW_MA, LOOP_HIGH_MA = 3.6, 21.0  # NAMUR NE43 failure levels
 # NE43's measurement range ends 0.2 mA above the low and 0.5 mA below the high failure level:
@@ -65,9 +65,9 @@ class Quality(Kind):
             np.stack((zero, zero, delay_off, delay_off)),
         )
         n = len(specs)
-        self.lo = np.array([-math.inf if q.range_min is None else q.range_min for q in r])
-        self.hi = np.array([math.inf if q.range_max is None else q.range_max for q in r])
-        self.span = self.hi - self.lo
+        lo = np.array([-math.inf if q.range_min is None else q.range_min for q in r])
+        hi = np.array([math.inf if q.range_max is None else q.range_max for q in r])
+        self.lo, self.hi, self.span = uniform(lo), uniform(hi), uniform(hi - lo)
         self.last_good = np.full(n, np.nan)
         self.prev = np.full(n, np.nan)
         self.same = np.zeros(n)
@@ -122,9 +122,9 @@ class Quality(Kind):
     def describe(self, row: int, col: int, x: float, m: float) -> tuple[float, float, str]:
         spec = self.specs[col]
         if row == 0:
-            return m, float(self.rows.on[row, col]), "s"
+            return m, self.rows.threshold(row, col), "s"
         if row == 1:
-            return m, float(self.rows.on[row, col]), ""
+            return m, self.rows.threshold(row, col), ""
         lo, hi = float(self.lo[col]), float(self.hi[col])
         if row == 2:
             return x, hi if x > hi else lo, spec.unit

@@ -70,8 +70,8 @@ class State(Kind):
         self.refresh(np.arange(n))
 
     def refresh(self, cols: IntArray) -> None:
-        masks, enabled, active = self.masks[:, cols], self.enabled[:, cols], self.rows.active
-        trig = np.where(active[:, cols], ~masks & ALL_STATES, masks)
+        masks, enabled = self.masks[:, cols], self.enabled[:, cols]
+        trig = np.where(self.rows.active_rows(cols), ~masks & ALL_STATES, masks)
         trig = np.where(enabled, trig, 0)
         self.trigger[cols] = np.bitwise_or.reduce(trig[:3], axis=0)
         self.trigger_idle[cols] = trig[3]
@@ -99,7 +99,7 @@ class State(Kind):
         b: BoolArray = ((trig >> xi) & 1).astype(bool)
         b &= valid
         if self.has_gate and gate_off is not None:
-            b |= gate_off & self.rows.active[3, cols]
+            b |= gate_off & self.rows.active_row(3, cols)
         b |= self.rows.pending[cols]
         return b
 

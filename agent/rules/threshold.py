@@ -51,7 +51,7 @@ class Threshold(Kind):
         return x[None, :]
 
     def describe(self, row: int, col: int, x: float, m: float) -> tuple[float, float, str]:
-        return x, float(self.rows.on[row, col]), self.specs[col].unit
+        return x, self.rows.threshold(row, col), self.specs[col].unit
 
 
 class Difference(Kind):

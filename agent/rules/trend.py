@@ -132,7 +132,7 @@ class Rate(Kind):
             q.rate_per, f"{q.rate_per:g}s"
         )
         unit = f"%/{per}" if q.rate_relative else f"{self.specs[col].unit}/{per}"
-        return m, float(self.rows.on[row, col]), unit
+        return m, self.rows.threshold(row, col), unit
 
 
 class Deviation(Kind):
@@ -212,4 +212,4 @@ class Deviation(Kind):
 
     def describe(self, row: int, col: int, x: float, m: float) -> tuple[float, float, str]:
         unit = self.specs[col].unit if self.absolute[col] else "%"
-        return m, float(self.rows.on[row, col]), unit
+        return m, self.rows.threshold(row, col), unit

@@ -202,4 +202,4 @@ class Count(Kind):
 
     def describe(self, row: int, col: int, x: float, m: float) -> tuple[float, float, str]:
         """Events counted in the window, "per <window>" (not the raw counter reading)."""
-        return m, float(self.rows.on[row, col]), f"/{self.specs[col].rules.count_window:g} s"
+        return m, self.rows.threshold(row, col), f"/{self.specs[col].rules.count_window:g} s"
