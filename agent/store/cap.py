@@ -29,11 +29,22 @@ class Dropped:
     event: Entry  # the data_dropped event to insert
 
 
+# the three pragmas in one statement (each put and ack asks)
+PAGES: Final = (
+    "SELECT page_count, freelist_count, page_size"
+    " FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()"
+)
+
+
+def pages(db: sqlite3.Connection) -> tuple[int, int, int]:
+    """(page_count, freelist_count, page_size)."""
+    count, free, size = db.execute(PAGES).fetchone()
+    return int(count), int(free), int(size)
+
+
 def used_bytes(db: sqlite3.Connection) -> int:
-    pages = db.execute("PRAGMA page_count").fetchone()[0]
-    free = db.execute("PRAGMA freelist_count").fetchone()[0]
-    size = db.execute("PRAGMA page_size").fetchone()[0]
-    return int((pages - free) * size)
+    count, free, size = pages(db)
+    return (count - free) * size
 
 
 def _victims(db: sqlite3.Connection, leased: set[int], target: int) -> list[Victim]:

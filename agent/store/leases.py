@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Final
 
-from agent.store.records import Batch, Row, Stream
+from agent.store.records import STREAMS, Batch, Row, Stream
 
 SEQ_BYTES: Final = 12  # what one record's seq costs in a message, for the byte budget
 MAX_ID: Final = 1 << 62
@@ -63,17 +64,23 @@ def begin(
     backlog: bool,
     shared: bool,
     gen: int,
+    stored: Container[str] = STREAMS,
 ) -> Batch | None:
     """Alarms, then events, then live telemetry, then (if `backlog`) older telemetry.
 
     `budget` is (max_records, max_bytes); `shared`: several consumers, so rows this one has
-    acknowledged (table `acked`) are skipped.
+    acknowledged (table `acked`) are skipped. `stored`: the streams that hold any row at all
+    (the store counts them); the others are not queried.
     """
     b = view.boundary
     for stream in ("alarm", "event"):
+        if stream not in stored:
+            continue
         rows = take(db, view, stream, (0, MAX_ID), budget, shared=shared)
         if rows:
             return Batch(stream, rows, backfill=rows[0].id <= b, gen=gen, consumer=view.name)
+    if "telemetry" not in stored:
+        return None
     rows = take(db, view, "telemetry", (b, MAX_ID), budget, shared=shared)
     if rows:
         return Batch("telemetry", rows, backfill=False, gen=gen, consumer=view.name)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from agent.store.cap import pages as cap_pages
+
 log = logging.getLogger("agent.store.outbox")
 
 INCREMENTAL: Final = 2  # PRAGMA auto_vacuum value
@@ -40,7 +42,7 @@ def enable(con: sqlite3.Connection, path: Path) -> bool:
     con.execute("PRAGMA auto_vacuum=INCREMENTAL")
     if con.execute("PRAGMA auto_vacuum").fetchone()[0] == INCREMENTAL:
         return True  # a new file
-    pages, free, size = _pages(con)
+    pages, free, size = cap_pages(con)
     used = (pages - free) * size
     if used > SWITCH_MAX_BYTES:
         log.info(
@@ -59,14 +61,6 @@ def enable(con: sqlite3.Connection, path: Path) -> bool:
         (time.perf_counter() - started) * 1000,
     )
     return bool(con.execute("PRAGMA auto_vacuum").fetchone()[0] == INCREMENTAL)
-
-
-def _pages(con: sqlite3.Connection) -> tuple[int, int, int]:
-    """(page_count, freelist_count, page_size)."""
-    pages = int(con.execute("PRAGMA page_count").fetchone()[0])
-    free = int(con.execute("PRAGMA freelist_count").fetchone()[0])
-    size = int(con.execute("PRAGMA page_size").fetchone()[0])
-    return pages, free, size
 
 
 @dataclass(slots=True)
@@ -96,7 +90,7 @@ class Reclaimer:
             return 0
 
     def _step(self, con: sqlite3.Connection) -> int:
-        pages, free, size = _pages(con)
+        pages, free, size = cap_pages(con)
         if free < MIN_FREE_PAGES or free < pages - free:
             if free < MIN_FREE_PAGES and self._active:
                 self._finish(con)

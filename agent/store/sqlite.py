@@ -333,6 +333,7 @@ class Store:
             backlog=backlog,
             shared=self.shared,
             gen=self.gen,
+            stored=[s for s, (rows, _) in self._pending.items() if rows],
         )
 
     def release(self, batch: Batch, *, rewind: bool) -> None:
