@@ -383,6 +383,8 @@ class Store:
         (dropped,) = db.execute("SELECT value FROM meta WHERE key='dropped'").fetchone()
         oldest: dict[str, float] = {}
         for stream in STREAMS:
+            if not self._pending[stream][0]:  # no row: nothing to look up
+                continue
             got = db.execute(
                 "SELECT ts FROM outbox WHERE stream=? ORDER BY id LIMIT 1", (stream,)
             ).fetchone()
