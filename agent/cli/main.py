@@ -159,10 +159,8 @@ def _serial_ports(cfg: AgentConfig) -> list[tuple[str, str]]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.cli.preflight import EX_CANTCREAT, storage_problem
-    from agent.service import malloc
     from agent.service.supervisor import run_until_signalled
 
-    malloc.tune()  # large transient buffers in their own mappings (agent.service.malloc)
     cfg = _load(args.config)
     for w in cfg.warnings:
         log.warning("%s", w)
