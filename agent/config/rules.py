@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -354,7 +355,7 @@ def resolve_gates(
     pack_file: Path,
     pack: RawRulesPack,
     *,
-    share: Shared | None = None,
+    share: Shared,
 ) -> list[PointSpec]:
     """Resolve each point's `when` and `minus` ("key" on its own device, or "device.key") to
     point indices, and `stale_polls` to seconds with its bus's poll interval."""
@@ -368,7 +369,6 @@ def resolve_gates(
     )
     polls = {b.name: b.poll_interval for b in raw.buses}
     out: list[PointSpec] = []
-    done: dict[tuple[int, tuple[tuple[str, Any], ...]], tuple[PointRules, PointRules]] = {}
     for spec, loc in located:
         r = spec.rules
         changes: dict[str, Any] = {}
@@ -381,10 +381,13 @@ def resolve_gates(
         if not changes:
             out.append(spec)
             continue
-        key = (id(r), tuple(changes.items()))  # points sharing rules resolve alike
-        hit = done.get(key)
-        if hit is None or hit[0] is not r:
-            resolved = dataclasses.replace(r, **changes)
-            hit = done[key] = (r, share(resolved) if share else resolved)
-        out.append(dataclasses.replace(spec, rules=hit[1]))
+        # points sharing rules and changes (stale_polls on one bus) resolve to one object
+        resolved = share.built_from(
+            r, functools.partial(_resolved, r, changes, share), extra=tuple(changes.items())
+        )
+        out.append(dataclasses.replace(spec, rules=resolved))
     return out
+
+
+def _resolved(r: PointRules, changes: dict[str, Any], share: Shared) -> PointRules:
+    return share(dataclasses.replace(r, **changes))

@@ -6,7 +6,7 @@ point at 5,000 points). Values are frozen, so sharing them cannot leak a change.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TypeVar, cast
 
 T = TypeVar("T")
@@ -17,16 +17,17 @@ class Shared:
 
     def __init__(self) -> None:
         self._seen: dict[object, object] = {}
-        self._built: dict[int, tuple[object, object]] = {}  # id(source) -> (source, built)
+        self._built: dict[tuple[int, Hashable], tuple[object, object]] = {}
 
-    def built_from(self, source: object, build: Callable[[], T]) -> T:
+    def built_from(self, source: object, build: Callable[[], T], *, extra: Hashable = ()) -> T:
         """`build()` once per `source` object (by identity, e.g. a kind's rule settings that
-        many points use unchanged); later calls with the same object return that value."""
-        hit = self._built.get(id(source))
+        many points use unchanged) and `extra` (by value); later calls return that value."""
+        key = (id(source), extra)
+        hit = self._built.get(key)
         if hit is not None and hit[0] is source:
             return cast(T, hit[1])
         value = build()
-        self._built[id(source)] = (source, value)
+        self._built[key] = (source, value)  # holding `source` keeps its id from being reused
         return value
 
     def __call__(self, value: T) -> T:

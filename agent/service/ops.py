@@ -155,8 +155,8 @@ class Ops:
                 before = self.clock.sync_state
                 if await asyncio.to_thread(self.clock.refresh_sync):
                     await self._sync_changed(before)
-            jump, self._jump = self._jump, None
-            if jump is None and not self._clock_due.is_set():  # the timer: frames may not come
+            jump, self._jump = self._jump, None  # set (with the event) by observe()
+            if jump is None:  # the timer: frames may not come
                 jump = self.clock.check()
             self._clock_due.clear()
             if jump is not None:
